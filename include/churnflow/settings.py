@@ -1,0 +1,39 @@
+"""The one typed settings object of the task side, read from `CHURNFLOW_*` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from churnflow.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Task-side configuration; every field has a local default so a laptop needs none."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURNFLOW_", extra="ignore", frozen=True)
+
+    lake: str = Field(default=".churnflow/lake", description="Lake root: a folder or file:// URI.")
+    mlflow_tracking_uri: str = Field(
+        default="http://127.0.0.1:5000",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "CHURNFLOW_MLFLOW_TRACKING_URI"),
+    )
+
+    def lake_path(self) -> Path:
+        """The lake root as a local folder; object-store lakes are read through Spark instead."""
+        root = self.lake.removeprefix("file://")
+        if "://" in root:
+            raise ConfigError(
+                f"CHURNFLOW_LAKE={self.lake!r}: this command works on a local lake folder "
+                "(a path or file:// URI); object-store lakes are read by the Spark steps"
+            )
+        return Path(root).expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, read once from the environment."""
+    return Settings()

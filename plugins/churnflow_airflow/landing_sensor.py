@@ -1,0 +1,86 @@
+"""Wait for a day's raw partition to land, in reschedule mode so no worker slot is held.
+
+Arrival means the partition folder holds at least one data file; a folder whose data files
+are all zero bytes is a broken delivery and fails at once, without retries. The content
+check (rows, columns) is a task-side step that follows this sensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+
+from churnflow_airflow.config import load_settings
+
+
+def lake_uri(lake: str) -> str:
+    """Object-storage URI of the lake: a bare folder becomes file://, Hadoop's s3a:// is s3://."""
+    if "://" not in lake:
+        return f"file://{lake}"
+    return lake.replace("s3a://", "s3://", 1)
+
+
+class LandingPartitionSensor(BaseSensorOperator):
+    """Succeeds once `<lake>/<dataset>/ds=<ds>/` holds a non-empty data file."""
+
+    template_fields = ("ds",)
+    ui_color = "#fdf3e1"
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        ds: str = "{{ ds }}",
+        lake: str | None = None,
+        conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        settings = load_settings()
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("timeout", settings.landing_timeout_s)
+        kwargs.setdefault("poke_interval", settings.landing_poke_interval_s)
+        kwargs.setdefault("exponential_backoff", False)
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.ds = ds
+        self.lake = lake or settings.lake
+        self.conn_id = conn_id
+
+    @property
+    def partition(self) -> ObjectStoragePath:
+        root = ObjectStoragePath(lake_uri(self.lake), conn_id=self.conn_id)
+        return root / self.dataset / f"ds={self.ds}"
+
+    def poke(self, context: Any) -> bool:
+        partition = self.partition
+        if not partition.is_dir():
+            self.log.info("%s ds=%s not landed yet: no folder %s", self.dataset, self.ds, partition)
+            return False
+        files = [
+            entry
+            for entry in partition.iterdir()
+            if entry.is_file() and not entry.name.startswith((".", "_"))
+        ]
+        if not files:
+            self.log.info("%s ds=%s: folder exists, no data file yet", self.dataset, self.ds)
+            return False
+        sizes = {entry.name: entry.stat().st_size for entry in files}
+        if not any(sizes.values()):
+            raise AirflowFailException(
+                f"{self.dataset} partition ds={self.ds} at {partition} is empty: "
+                f"{', '.join(sorted(sizes))} {'has' if len(sizes) == 1 else 'have'} 0 bytes"
+            )
+        self.log.info("%s ds=%s landed: %s", self.dataset, self.ds, sizes)
+        return True
+
+    def execute(self, context: Any) -> Any:
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as err:
+            raise AirflowSensorTimeout(
+                f"{self.dataset} partition ds={self.ds} is missing: nothing landed at "
+                f"{self.partition} within {int(self.timeout)} s "
+                "(CHURNFLOW_LANDING_TIMEOUT); check the upstream export for that day"
+            ) from err

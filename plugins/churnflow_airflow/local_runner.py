@@ -1,0 +1,126 @@
+"""The `local` runner: a step's argv as a subprocess of the Airflow worker.
+
+The subprocess gets its own process group, so a timeout, a task kill from the UI or a
+failure of the worker ends the step and everything it started (Spark JVMs, dbt threads):
+nothing is orphaned. Output is streamed line by line into the task log while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+# A step exits with EX_DATAERR when its input breaks a contract: a retry would fail the same way.
+NO_RETRY_EXIT_CODES = frozenset({os.EX_DATAERR})
+TAIL_LINES = 20
+
+
+def resolve_executable(name: str) -> str:
+    """Find argv[0] beside this interpreter first: the worker's own environment owns the CLI."""
+    if os.sep in name:
+        return name
+    own_bin = str(Path(sys.executable).parent)
+    search_path = os.pathsep.join([own_bin, os.environ.get("PATH", "")])
+    found = shutil.which(name, path=search_path)
+    if found is None:
+        raise AirflowFailException(f"step command {name!r} not found in {own_bin} or on PATH")
+    return found
+
+
+def terminate_group(process: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None and not _group_alive(process.pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    process.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class LocalStepOperator(BaseOperator):
+    """Runs a step's argv locally; the exit code decides the task state."""
+
+    template_fields: Sequence[str] = ("argv", "env")
+    ui_color = "#e8f1fb"
+
+    def __init__(
+        self,
+        *,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        grace_period_s: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.argv = list(argv)
+        self.env = dict(env or {})
+        self.grace_period_s = grace_period_s
+        self._process: subprocess.Popen[str] | None = None
+
+    def execute(self, context: Any) -> None:
+        argv = [str(arg) for arg in self.argv]
+        command = [resolve_executable(argv[0]), *argv[1:]]
+        self.log.info("running: %s", shlex.join(argv))
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+        )
+        try:
+            assert self._process.stdout is not None
+            for raw_line in self._process.stdout:
+                line = raw_line.rstrip("\n")
+                tail.append(line)
+                self.log.info("%s", line)
+            code = self._process.wait()
+        finally:
+            # Timeout or kill interrupts the loop above; normal exit may leave background
+            # children in the group. Either way the group ends with the step.
+            terminate_group(self._process, self.grace_period_s)
+        if code != 0:
+            message = (
+                f"step {self.task_id!r} failed: `{shlex.join(argv)}` exited with code {code}. "
+                "Last output:\n" + "\n".join(tail)
+            )
+            if code in NO_RETRY_EXIT_CODES:
+                raise AirflowFailException(message)
+            raise AirflowException(message)
+
+    def on_kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self.log.warning("killing step process group %d", self._process.pid)
+            terminate_group(self._process, self.grace_period_s)

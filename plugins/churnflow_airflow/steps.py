@@ -1,0 +1,76 @@
+"""The step factory: every unit of work is declared once and runs under either runner.
+
+A step is an argv of the task-side CLI plus an image key and a resource profile. With
+`CHURNFLOW_RUNNER=local` it becomes a subprocess on the worker; with `kubernetes` a pod from
+the step's image. The argv is the same in both, so there is one code path for the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from churnflow_airflow.config import Runner, StepSettings, load_settings
+from churnflow_airflow.profiles import get_profile
+
+IMAGES = ("spark", "train")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """An environment variable filled from a key of a Kubernetes Secret.
+
+    Under the local runner the variable is read from the worker's own environment instead,
+    so the value never appears in a DAG file or a rendered pod spec.
+    """
+
+    env_var: str
+    key: str
+    secret: str | None = None  # defaults to the deployment's CHURNFLOW_K8S_SECRET
+
+
+@dataclass(frozen=True)
+class Step:
+    task_id: str
+    image: str
+    argv: Sequence[str]
+    profile: str = "cpu"
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Sequence[SecretRef] = ()
+
+    def __post_init__(self) -> None:
+        if self.image not in IMAGES:
+            raise ValueError(f"step {self.task_id!r}: unknown image {self.image!r}; use {IMAGES}")
+        if not self.argv:
+            raise ValueError(f"step {self.task_id!r}: argv is empty")
+        get_profile(self.profile)
+
+
+def step(
+    task_id: str,
+    *,
+    image: str,
+    argv: Sequence[str],
+    profile: str = "cpu",
+    env: Mapping[str, str] | None = None,
+    secrets: Sequence[SecretRef] = (),
+    settings: StepSettings | None = None,
+    **operator_kwargs: Any,
+) -> BaseOperator:
+    """Declare a step; the configured runner decides what operator it becomes.
+
+    `argv` and `env` values are Jinja templates (`{{ ds }}`). Extra keyword arguments go to
+    the operator (e.g. `outlets`, `execution_timeout`, `trigger_rule`).
+    """
+    spec = Step(task_id, image, tuple(argv), profile, dict(env or {}), tuple(secrets))
+    settings = settings or load_settings()
+    if settings.runner is Runner.KUBERNETES:
+        from churnflow_airflow.kubernetes_runner import pod_operator
+
+        return pod_operator(spec, settings, **operator_kwargs)
+    from churnflow_airflow.local_runner import LocalStepOperator
+
+    return LocalStepOperator(task_id=spec.task_id, argv=spec.argv, env=spec.env, **operator_kwargs)
