@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -100,17 +101,17 @@ class LocalStepOperator(BaseOperator):
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
+        # The pump thread forwards output; the main thread waits for the leader only, since a
+        # background child holding the pipe open must not keep the task running.
+        pump = threading.Thread(target=self._forward_output, args=(tail,), daemon=True)
+        pump.start()
         try:
-            assert self._process.stdout is not None
-            for raw_line in self._process.stdout:
-                line = raw_line.rstrip("\n")
-                tail.append(line)
-                self.log.info("%s", line)
             code = self._process.wait()
         finally:
-            # Timeout or kill interrupts the loop above; normal exit may leave background
-            # children in the group. Either way the group ends with the step.
+            # Timeout or kill interrupts the wait; a normal exit may leave background children
+            # in the group. Either way the group ends with the step.
             terminate_group(self._process, self.grace_period_s)
+            pump.join(timeout=self.grace_period_s)
         if code != 0:
             message = (
                 f"step {self.task_id!r} failed: `{shlex.join(argv)}` exited with code {code}. "
@@ -119,6 +120,13 @@ class LocalStepOperator(BaseOperator):
             if code in NO_RETRY_EXIT_CODES:
                 raise AirflowFailException(message)
             raise AirflowException(message)
+
+    def _forward_output(self, tail: deque[str]) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for raw_line in self._process.stdout:
+            line = raw_line.rstrip("\n")
+            tail.append(line)
+            self.log.info("%s", line)
 
     def on_kill(self) -> None:
         if self._process is not None and self._process.poll() is None:

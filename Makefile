@@ -1,0 +1,79 @@
+# churnflow — every routine is a target here. Start with `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY ?= churnflow
+DAYS ?= 60
+
+# torch is pinned to 2.13.0 and must be its CPU build locally. A machine whose pip is set up
+# with find-links (a wheel folder) gets it from there; elsewhere from PyTorch's CPU index.
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell pip config get global.find-links 2>/dev/null))
+ifneq ($(strip $(FIND_LINKS)),)
+TORCH_SOURCE := $(foreach d,$(FIND_LINKS),--find-links $(d))
+else
+TORCH_SOURCE := --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
+endif
+
+.PHONY: help setup demo up down status test lint format bench lock images clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "churnflow needs Python 3.11 (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) pip install --python $(PY) --no-deps $(TORCH_SOURCE) -r requirements.txt
+	$(UV) pip install --python $(PY) --no-deps -e .
+	$(UV) pip check --python $(PY)
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv from the pinned requirements.txt (only when missing or stale)
+
+demo: $(STAMP) ## start the local stack, generate data, backfill the DAGs, print a summary
+	$(PY) -m devstack demo --days $(DAYS)
+
+up: $(STAMP) ## start the local stack (Airflow, MLflow, embedded PostgreSQL); reuses what runs
+	$(PY) -m devstack up
+
+down: ## stop everything the local stack started
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+status: ## which local services run
+	$(PY) -m devstack status
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint ## lint, then the whole test suite (unit, DAG, pod specs, end to end)
+	$(VENV)/bin/pytest
+
+bench: $(STAMP) ## benchmarks (figures and ratios measured side by side)
+	$(PY) bench/parse.py
+
+lock: $(STAMP) ## re-resolve requirements.in into the pinned requirements.txt
+	$(UV) pip compile requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt.new
+	{ echo "# Pinned lock of requirements.in for Python 3.11 (make lock). torch is the CPU build where"; \
+	  echo "# find-links offers one (see README, 'Installing')."; \
+	  sed -e 's/^torch==2.13.0+cpu/torch==2.13.0/' requirements.txt.new; } > requirements.txt
+	rm requirements.txt.new
+
+images: ## build the three images (needs Docker), tagged $(REGISTRY)/churnflow-<name>:$(TAG)
+	for image in airflow spark train; do \
+	  docker build -f images/$$image/Dockerfile -t $(REGISTRY)/churnflow-$$image:$(TAG) . || exit 1; \
+	done
+
+clean: down ## stop the stack and delete all local state (.churnflow/)
+	rm -rf .churnflow

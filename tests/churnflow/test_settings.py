@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+
+from churnflow.errors import ConfigError
+from churnflow.settings import Settings
+
+
+def test_lake_defaults_to_a_local_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHURNFLOW_LAKE", raising=False)
+    assert Settings().lake_path().name == "lake"
+
+
+def test_file_uri_lake_is_a_local_folder(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("CHURNFLOW_LAKE", f"file://{tmp_path}")
+    assert Settings().lake_path() == tmp_path
+
+
+def test_object_store_lake_is_refused_with_the_variable_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHURNFLOW_LAKE", "s3a://bucket/lake")
+    with pytest.raises(ConfigError, match="CHURNFLOW_LAKE='s3a://bucket/lake'"):
+        Settings().lake_path()
+
+
+def test_mlflow_uri_comes_from_the_standard_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert Settings().mlflow_tracking_uri == "http://mlflow:5000"

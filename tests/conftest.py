@@ -1,0 +1,32 @@
+"""Shared fixtures: a throw-away lake per test and the real `churnflow` console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from churnflow.settings import get_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHURNFLOW = str(Path(sys.executable).parent / "churnflow")
+
+
+@pytest.fixture
+def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = tmp_path / "lake"
+    monkeypatch.setenv("CHURNFLOW_LAKE", str(root))
+    get_settings.cache_clear()
+    yield root
+    get_settings.cache_clear()
+
+
+def run_cli(*args: str, lake: Path) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script as the runners do, in a fresh process."""
+    env = {"PATH": str(Path(sys.executable).parent), "CHURNFLOW_LAKE": str(lake)}
+    return subprocess.run(
+        [CHURNFLOW, *args], capture_output=True, text=True, env=env, check=False, timeout=300
+    )
