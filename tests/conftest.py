@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+# Airflow reads its home at import: point it at a throw-away folder before anything imports it.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="churnflow-test-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
 import subprocess
 import sys
 from collections.abc import Iterator

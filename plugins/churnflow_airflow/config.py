@@ -73,7 +73,14 @@ def load_settings() -> StepSettings:
     except ValueError as err:
         choices = "|".join(r.value for r in Runner)
         raise ConfigurationError(f"CHURNFLOW_RUNNER={raw_runner!r}; use {choices}") from err
-    lake = os.environ.get("CHURNFLOW_LAKE", str(REPO_ROOT / ".churnflow" / "lake"))
+    lake = os.environ.get("CHURNFLOW_LAKE")
+    if lake is None:
+        if runner is Runner.KUBERNETES:
+            raise ConfigurationError(
+                "CHURNFLOW_LAKE must be set for the kubernetes runner: pods cannot see the "
+                "worker's local folder (e.g. s3a://bucket/churnflow)"
+            )
+        lake = str(REPO_ROOT / ".churnflow" / "lake")
     mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     return StepSettings(
         runner=runner,

@@ -1,0 +1,70 @@
+"""The one place task code gets a SparkSession.
+
+With `SPARK_REMOTE` set (e.g. `sc://127.0.0.1:15002`) it is a Spark Connect client of a
+long-lived server that owns the metastore, so a step pays no JVM start. Without it, a classic
+local session for a one-off run or a pod, tuned for small machines and keeping its metastore
+and warehouse under the state folder instead of the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from churnflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+SHUFFLE_PARTITIONS = "8"
+
+
+def spark_home_dir() -> Path:
+    """Where a classic session keeps its warehouse and Derby metastore."""
+    return Path(os.environ.get("CHURNFLOW_SPARK_DIR", ".churnflow/spark")).resolve()
+
+
+def _check_remote(remote: str) -> None:
+    """Fail in a second with a clear message instead of minutes of client retries (TRAPS.md)."""
+    parsed = urlparse(remote)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 15002
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return
+    except OSError as err:
+        raise ConfigError(
+            f"SPARK_REMOTE={remote}: no Spark Connect server answers on {host}:{port} ({err}); "
+            "start the local stack (`make up`) or unset SPARK_REMOTE for a local session"
+        ) from err
+
+
+@lru_cache(maxsize=1)
+def get_spark() -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    remote = os.environ.get("SPARK_REMOTE")
+    if remote:
+        _check_remote(remote)
+        return SparkSession.builder.remote(remote).getOrCreate()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    home = spark_home_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    derby = f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true"
+    return (
+        SparkSession.builder.master(os.environ.get("CHURNFLOW_SPARK_MASTER", "local[2]"))
+        .appName("churnflow")
+        .config("spark.sql.shuffle.partitions", SHUFFLE_PARTITIONS)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.sql.warehouse.dir", str(home / "warehouse"))
+        .config("spark.hadoop.javax.jdo.option.ConnectionURL", derby)
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home}")
+        .config("spark.ui.enabled", "false")
+        .enableHiveSupport()
+        .getOrCreate()
+    )

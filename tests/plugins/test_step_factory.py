@@ -1,0 +1,95 @@
+"""One declaration, two runners: the factory's choices and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+from churnflow_airflow.config import ConfigurationError, load_settings
+from churnflow_airflow.local_runner import LocalStepOperator
+from churnflow_airflow.steps import SecretRef, step
+
+ARGV = ["churnflow", "check-landing", "--ds", "{{ ds }}"]
+
+
+@pytest.fixture
+def kubernetes_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHURNFLOW_RUNNER", "kubernetes")
+    monkeypatch.setenv("CHURNFLOW_IMAGE_REGISTRY", "registry.example.com/ml")
+    monkeypatch.setenv("CHURNFLOW_IMAGE_TAG", "0.1.0")
+    monkeypatch.setenv("CHURNFLOW_LAKE", "s3a://churn-lake/prod")
+
+
+def test_local_is_the_default_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHURNFLOW_RUNNER", raising=False)
+    operator = step("check_landing", image="spark", argv=ARGV)
+    assert isinstance(operator, LocalStepOperator)
+    assert operator.argv == ARGV
+
+
+def test_kubernetes_runner_builds_a_pod_with_the_same_argv(kubernetes_env: None) -> None:
+    operator = step("check_landing", image="spark", argv=ARGV, profile="spark")
+    assert isinstance(operator, KubernetesPodOperator)
+    assert [*operator.cmds, *operator.arguments] == ARGV
+    assert operator.image == "registry.example.com/ml/churnflow-spark:0.1.0"
+    assert operator.pod_template_file.endswith("include/k8s/pod-template-spark.yaml")
+    assert operator.on_finish_action.value == "delete_pod"
+    assert operator.get_logs is True
+
+
+def test_deferrable_pods_when_configured(
+    kubernetes_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHURNFLOW_K8S_DEFERRABLE", "true")
+    assert step("check_landing", image="spark", argv=ARGV).deferrable is True
+
+
+@pytest.mark.parametrize("tag", ["", "latest"])
+def test_kubernetes_runner_refuses_unpinned_image_tags(
+    kubernetes_env: None, monkeypatch: pytest.MonkeyPatch, tag: str
+) -> None:
+    monkeypatch.setenv("CHURNFLOW_IMAGE_TAG", tag)
+    with pytest.raises(ConfigurationError, match="CHURNFLOW_IMAGE_TAG"):
+        step("check_landing", image="spark", argv=ARGV)
+
+
+def test_kubernetes_runner_needs_a_lake_the_pods_can_reach(
+    kubernetes_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CHURNFLOW_LAKE")
+    with pytest.raises(ConfigurationError, match="CHURNFLOW_LAKE"):
+        step("check_landing", image="spark", argv=ARGV)
+
+
+def test_unknown_runner_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHURNFLOW_RUNNER", "docker")
+    with pytest.raises(ConfigurationError, match="CHURNFLOW_RUNNER='docker'"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image": "gpu-box"}, "unknown image"),
+        ({"image": "spark", "profile": "huge"}, "unknown resource profile"),
+        ({"image": "spark", "argv": []}, "argv is empty"),
+    ],
+)
+def test_bad_step_declarations_fail_at_parse_time(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        step("bad", **{"argv": ARGV, **kwargs})
+
+
+def test_secrets_become_secret_references_not_values(kubernetes_env: None) -> None:
+    operator = step(
+        "notify",
+        image="spark",
+        argv=["churnflow", "--version"],
+        secrets=[SecretRef("SLACK_BOT_TOKEN", key="slack-token")],
+    )
+    (secret,) = operator.secrets
+    assert (secret.deploy_target, secret.secret, secret.key) == (
+        "SLACK_BOT_TOKEN",
+        "churnflow-secrets",
+        "slack-token",
+    )
