@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devstack.api import TERMINAL_STATES, AirflowClient
-from devstack.services import AIRFLOW_SERVICES, StackConfig, admin_password, down, up
+from devstack.services import AIRFLOW_SERVICES, StackConfig, admin_password, down, status, up
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -125,3 +125,13 @@ def test_backfill_of_three_days_through_the_real_scheduler(stack: StackConfig) -
         logs.glob(f"run_id={runs[BROKEN_DAY]['dag_run_id']}/task_id=check_landing/*.log")
     )
     assert "missing required column(s) amount" in bad_log.read_text()
+
+    # A second `up` reuses the running services; `down` stops every one of them.
+    pids = status(stack)
+    messages: list[str] = []
+    up(stack, AIRFLOW_SERVICES, log=messages.append)
+    assert status(stack) == pids
+    assert any("already running" in line for line in messages)
+    down(stack, log=lambda _: None)
+    assert set(status(stack).values()) == {None}
+    assert not (stack.pgdata / "postmaster.pid").exists()
