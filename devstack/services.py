@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
-ALL_SERVICES = (*AIRFLOW_SERVICES, "mlflow")
+ALL_SERVICES = ("spark", *AIRFLOW_SERVICES, "mlflow")
 START_TIMEOUT_S = 240.0
 
 
@@ -46,6 +46,7 @@ class StackConfig:
     home: Path
     airflow_port: int = 8080
     mlflow_port: int = 5000
+    spark_port: int = 15002
     airflow_db_url: str | None = None  # external PostgreSQL; None = embedded
     mlflow_db_url: str | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -57,6 +58,7 @@ class StackConfig:
             home=home,
             airflow_port=int(env.get("CHURNFLOW_AIRFLOW_PORT", "8080")),
             mlflow_port=int(env.get("CHURNFLOW_MLFLOW_PORT", "5000")),
+            spark_port=int(env.get("CHURNFLOW_SPARK_PORT", "15002")),
             airflow_db_url=env.get("CHURNFLOW_AIRFLOW_DB_URL") or None,
             mlflow_db_url=env.get("CHURNFLOW_MLFLOW_DB_URL") or None,
         )
@@ -88,6 +90,14 @@ class StackConfig:
     @property
     def mlflow_url(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def spark_remote(self) -> str:
+        return f"sc://127.0.0.1:{self.spark_port}"
+
+    @property
+    def spark_dir(self) -> Path:
+        return self.home / "spark"
 
     @property
     def uses_embedded_db(self) -> bool:
@@ -249,6 +259,9 @@ def stack_env(config: StackConfig, airflow_db: str) -> dict[str, str]:
         "CHURNFLOW_LANDING_POKE_INTERVAL": "30",
         "CHURNFLOW_LANDING_TIMEOUT": "600",
         "MLFLOW_TRACKING_URI": config.mlflow_url,
+        "SPARK_REMOTE": config.spark_remote,
+        "CHURNFLOW_SPARK_DIR": str(config.spark_dir),
+        "PYSPARK_PYTHON": sys.executable,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "CHURNFLOW_HOME": str(config.home),
         **config.extra_env,
@@ -266,20 +279,88 @@ def service_argv(config: StackConfig, service: str) -> list[str]:
             "--workers", "1",
             "--artifacts-destination", str(artifacts),
         ]  # fmt: skip
+    if service == "spark":
+        return spark_connect_argv(config)
     if service == "api-server":
         return [str(bin_dir / "airflow"), "api-server", "--workers", "1"]
     return [str(bin_dir / "airflow"), service]
 
 
+def spark_connect_argv(config: StackConfig) -> list[str]:
+    """One long-lived Spark Connect server owns the metastore; steps connect in a second.
+
+    pip's pyspark ships the server jar; spark-submit is called directly (not the daemonizing
+    sbin script) so the pid is the JVM's and `down` can stop it (TRAPS.md).
+    """
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    derby = f"jdbc:derby:;databaseName={config.spark_dir / 'metastore_db'};create=true"
+    memory = os.environ.get("CHURNFLOW_SPARK_DRIVER_MEMORY", "3g")
+    settings = {
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(config.spark_port),
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(config.spark_dir / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": derby,
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.spark_dir}",
+        "spark.sql.shuffle.partitions": "8",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.ui.enabled": "false",
+    }
+    argv = [
+        str(spark_home / "bin" / "spark-submit"),
+        "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
+        "--master", "local[2]", "--driver-memory", memory,
+    ]  # fmt: skip
+    for key, value in settings.items():
+        argv += ["--conf", f"{key}={value}"]
+    return [*argv, "spark-internal"]
+
+
+def spark_healthy(config: StackConfig) -> bool:
+    """The port answers and a catalog query returns (the first boots the metastore, 5-8 s)."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", config.spark_port), timeout=2):
+            pass
+    except OSError:
+        return False
+    probe = (
+        "import sys; from pyspark.sql import SparkSession; "
+        "SparkSession.builder.remote(sys.argv[1]).getOrCreate().sql('show databases').collect()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, config.spark_remote],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def _service_env(service: str, env: Mapping[str, str], mlflow_db: str) -> dict[str, str]:
+    if service == "mlflow":  # the store URL goes through the environment: it stays out of `ps`
+        return {**env, "MLFLOW_BACKEND_STORE_URI": mlflow_db}
+    if service == "spark":
+        return {**env, "SPARK_LOCAL_IP": "127.0.0.1"}
+    return dict(env)
+
+
 def _start(config: StackConfig, service: str, env: Mapping[str, str]) -> int:
     log_path = config.logs / f"{service}.log"
+    environment = {**os.environ, **env}
+    if service == "spark":  # spark-submit refuses SPARK_REMOTE next to --master
+        environment.pop("SPARK_REMOTE", None)
     with log_path.open("ab") as log:
         log.write(f"\n--- starting {service} at {time.strftime('%F %T')} ---\n".encode())
         log.flush()
         process = subprocess.Popen(
             service_argv(config, service),
             cwd=config.home,
-            env={**os.environ, **env},
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -316,6 +397,8 @@ def mlflow_healthy(config: StackConfig) -> bool:
 
 def _wait_healthy(config: StackConfig, services: Iterable[str]) -> None:
     checks: list[tuple[str, Callable[[StackConfig], bool]]] = []
+    if "spark" in services:
+        checks.append(("spark", spark_healthy))
     if any(s in AIRFLOW_SERVICES for s in services):
         checks.append(("airflow", airflow_healthy))
     if "mlflow" in services:
@@ -360,7 +443,8 @@ def up(
 ) -> dict[str, str]:
     """Start what is not running, wait for health, return the stack's environment."""
     services = tuple(services)
-    for folder in (config.home, config.logs, config.run_dir, config.airflow_home, config.lake):
+    folders = (config.home, config.logs, config.run_dir, config.airflow_home, config.lake)
+    for folder in (*folders, config.spark_dir):
         folder.mkdir(parents=True, exist_ok=True)
     config.run_dir.chmod(0o700)  # it is XDG_RUNTIME_DIR, which must be private
     airflow_db, mlflow_db = database_urls(config)
@@ -374,11 +458,7 @@ def up(
             log("migrating the Airflow metadata database")
             _migrate(config, env)
         for service in missing:
-            # MLflow reads its store URL from the environment: it stays out of `ps`.
-            service_env = (
-                {**env, "MLFLOW_BACKEND_STORE_URI": mlflow_db} if service == "mlflow" else env
-            )
-            pid = _start(config, service, service_env)
+            pid = _start(config, service, _service_env(service, env, mlflow_db))
             log(f"started {service} (pid {pid}, log {config.logs / (service + '.log')})")
     _wait_healthy(config, services)
     log(f"healthy: {', '.join(services)}")
