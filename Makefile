@@ -21,7 +21,7 @@ else
 TORCH_SOURCE := --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
 endif
 
-.PHONY: help setup demo up down status test lint format bench lock images clean
+.PHONY: help setup demo up down status test lint format bench bench-features bench-backfill lock images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -60,8 +60,14 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 test: lint ## lint, then the whole test suite (unit, DAG, pod specs, end to end)
 	$(VENV)/bin/pytest
 
-bench: $(STAMP) ## benchmarks (figures and ratios measured side by side)
+bench: $(STAMP) ## DAG parse benchmark (figures and ratios measured side by side)
 	$(PY) bench/parse.py
+
+bench-features: $(STAMP) ## one day's feature build on Spark vs DuckDB, 10M orders (minutes)
+	$(PY) bench/features.py
+
+bench-backfill: $(STAMP) ## 30-day backfill of churn_features through the scheduler (minutes)
+	$(PY) bench/backfill.py --days 30
 
 lock: $(STAMP) ## re-resolve requirements.in into the pinned requirements.txt
 	$(UV) pip compile requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt.new

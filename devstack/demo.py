@@ -21,7 +21,7 @@ from devstack.api import TERMINAL_STATES, AirflowClient, count_states
 from devstack.services import StackConfig, admin_password, up
 
 # The daily pipeline DAGs, in the order they depend on each other.
-DEMO_DAGS = ("churn_landing_check",)
+DEMO_DAGS = ("churn_landing_check", "churn_features")
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,24 @@ def _check_landing(args: argparse.Namespace) -> None:
     print(f"ds={args.ds}: {summary.rows} orders in {files} file(s) at {summary.partition}")
 
 
+def _ingest(args: argparse.Namespace) -> None:
+    from churnflow.ingest import run_ingest
+
+    print(run_ingest(args.ds))
+
+
+def _features(args: argparse.Namespace) -> None:
+    from churnflow.features import run_features
+
+    print(run_features(args.ds))
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from churnflow.validate import run_validate
+
+    print(run_validate(args.ds, args.suite))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from churnflow import __version__
     from churnflow.generate import Defect
@@ -77,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     landing = commands.add_parser("check-landing", help="check a day's raw orders arrived whole")
     landing.add_argument("--ds", type=_day, required=True)
     landing.set_defaults(handler=_check_landing)
+
+    ingest = commands.add_parser("ingest", help="raw orders -> silver orders, rejects quarantined")
+    ingest.add_argument("--ds", type=_day, required=True)
+    ingest.set_defaults(handler=_ingest)
+
+    features = commands.add_parser("features", help="dbt build of the feature models for a day")
+    features.add_argument("--ds", type=_day, required=True)
+    features.set_defaults(handler=_features)
+
+    validate = commands.add_parser("validate", help="Great Expectations checkpoint for a day")
+    validate.add_argument("--ds", type=_day, required=True)
+    validate.add_argument("--suite", required=True, choices=["silver_orders", "customer_features"])
+    validate.set_defaults(handler=_validate)
     return parser
 
 

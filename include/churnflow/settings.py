@@ -22,6 +22,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "CHURNFLOW_MLFLOW_TRACKING_URI"),
     )
 
+    max_reject_share: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of a day's raw orders that ingest may reject before it fails.",
+    )
+
     def lake_path(self) -> Path:
         """The lake root as a local folder; object-store lakes are read through Spark instead."""
         root = self.lake.removeprefix("file://")

@@ -27,3 +27,14 @@ def test_object_store_lake_is_refused_with_the_variable_named(
 def test_mlflow_uri_comes_from_the_standard_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     assert Settings().mlflow_tracking_uri == "http://mlflow:5000"
+
+
+def test_reject_share_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHURNFLOW_MAX_REJECT_SHARE", raising=False)
+    assert Settings().max_reject_share == 0.01
+    monkeypatch.setenv("CHURNFLOW_MAX_REJECT_SHARE", "0.05")
+    assert Settings().max_reject_share == 0.05
+    for bad in ("5%", "1.5"):
+        monkeypatch.setenv("CHURNFLOW_MAX_REJECT_SHARE", bad)
+        with pytest.raises(ValueError, match="max_reject_share"):
+            Settings()

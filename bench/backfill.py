@@ -1,0 +1,113 @@
+"""Wall time of a backfill of `churn_features` through the real scheduler, at demo scale.
+
+Starts a throw-away local stack (its own state folder and ports), generates demo-scale raw
+data, backfills N days and reports the wall time per day, then the fixed cost a step pays
+(process start and imports, a Spark Connect session) measured side by side in fresh
+processes. Run: `.venv/bin/python bench/backfill.py [--days 30]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from devstack.api import TERMINAL_STATES, AirflowClient, count_states  # noqa: E402
+from devstack.services import StackConfig, admin_password, down, up  # noqa: E402
+
+DAG_ID = "churn_features"
+FIXED_COSTS = {
+    "python + churnflow CLI (--version)": "import churnflow.cli",
+    "import pyspark.sql (Connect client)": "import pyspark.sql.connect.session",
+    "Spark Connect session + first query": (
+        "import os; from pyspark.sql import SparkSession; "
+        "SparkSession.builder.remote(os.environ['SPARK_REMOTE']).getOrCreate()"
+        ".sql('select 1').collect()"
+    ),
+    "import dbt (dbtRunner)": "from dbt.cli.main import dbtRunner",
+    "import great_expectations": "import great_expectations",
+    "classic local SparkSession + first query": (
+        "import os; os.environ.pop('SPARK_REMOTE'); from churnflow.spark import get_spark; "
+        "get_spark().sql('select 1').collect()"
+    ),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fixed_costs(env: dict[str, str], repeats: int) -> None:
+    print(f"\nfixed cost per step (median of {repeats} fresh processes):")
+    for label, code in FIXED_COSTS.items():
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+            times.append(time.perf_counter() - started)
+        print(f"  {label:44} {statistics.median(times):6.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--history-days", type=int, default=180)
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--max-active-runs", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="churnflow-bench-") as home:
+        config = StackConfig(
+            home=Path(home),
+            airflow_port=_free_port(),
+            mlflow_port=_free_port(),
+            spark_port=_free_port(),
+        )
+        services = ("spark", "api-server", "scheduler", "dag-processor", "triggerer")
+        try:
+            env = up(config, services)
+            last = date.today() - timedelta(days=1)
+            first = last - timedelta(days=args.days - 1)
+            raw_start = first - timedelta(days=args.history_days)
+            subprocess.run(
+                ["churnflow", "generate", "--start", raw_start.isoformat(),
+                 "--end", last.isoformat(), "--customers", str(args.customers), "--quiet"],
+                env=env, check=True,
+            )  # fmt: skip
+            client = AirflowClient(config.airflow_url, "admin", admin_password(config))
+            client.wait_for_dag(DAG_ID)
+            client.unpause(DAG_ID)
+            started = time.perf_counter()
+            client.create_backfill(
+                DAG_ID, first.isoformat(), last.isoformat(), args.max_active_runs
+            )
+            while True:
+                runs = client.dag_runs(DAG_ID, first.isoformat(), last.isoformat())
+                done = [r for r in runs if r["state"] in TERMINAL_STATES]
+                if len(done) >= args.days:
+                    break
+                time.sleep(5)
+            wall = time.perf_counter() - started
+            print(
+                f"backfill of {DAG_ID}: {args.days} days, {args.customers} customers, "
+                f"max_active_runs {args.max_active_runs}: {wall:.0f} s wall, "
+                f"{wall / args.days:.1f} s per day; states {count_states(runs)}"
+            )
+            fixed_costs({**env, "PATH": env["PATH"]}, args.repeats)
+        finally:
+            down(config, log=lambda _: None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""The feature build for one new day, as the pipeline runs it, against DuckDB on the same data.
+
+Silver orders: 10 million over a year for 200 thousand customers (written straight to the
+silver contract, no ingest). Spark side: `churnflow features --ds D` in a fresh process against
+a warm Spark Connect server, with the incremental state of the days before D in place, as in
+a daily run. DuckDB side: a fresh process computing the same features for D from the same
+Parquet files, from scratch. Both are measured for a day with 90 and with 365 days of history,
+side by side in one run, and the two outputs are compared.
+
+Run: `.venv/bin/python bench/features.py [--orders 10000000 --customers 200000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.progress import track
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from devstack.services import StackConfig, down, up  # noqa: E402
+
+START = date(2025, 1, 1)
+WINDOWS = (7, 30, 90, 365)
+
+DUCKDB_FEATURES = """
+with orders as (
+    select customer_id, order_ts, cast(amount as double) as amount, items, cast(ds as date) as ds
+    from read_parquet('{silver}/*/*.parquet', hive_partitioning = true)
+    where cast(ds as date) <= date '{ds}'
+),
+history as (
+    select customer_id, min(order_ts) as first_ts, max(order_ts) as last_ts, count(*) as n
+    from orders group by customer_id
+),
+windows as (
+    select customer_id,
+        {window_columns},
+        sum(items) filter (where ds > date '{ds}' - 90) as items_90d
+    from orders where ds > date '{ds}' - 365
+    group by customer_id
+)
+select
+    w.customer_id,
+    date '{ds}' - cast(h.first_ts as date) as tenure_days,
+    date '{ds}' - cast(h.last_ts as date) as days_since_last_order,
+    {window_selects},
+    w.items_90d,
+    w.amount_90d / w.orders_90d as avg_order_value_90d,
+    case when w.orders_365d >= 2
+        then (epoch_us(h.last_ts) - epoch_us(h.first_ts)) / 86400e6 / (h.n - 1) end
+        as mean_gap_days,
+    w.orders_30d / (w.orders_90d / 3.0) as trend_orders_30_90,
+    case when w.amount_90d > 0 then w.amount_30d / (w.amount_90d / 3.0) end as trend_amount_30_90
+from windows w join history h using (customer_id)
+where w.orders_90d > 0
+"""
+
+DUCKDB_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+import duckdb
+rows = duckdb.sql(sys.argv[1]).fetch_arrow_table()
+import pyarrow.parquet as pq
+pq.write_table(rows, sys.argv[2])
+print(json.dumps({"rows": rows.num_rows, "compute_s": time.perf_counter() - t0}))
+"""
+
+
+def duckdb_sql(silver: Path, ds: date) -> str:
+    window_columns = ",\n        ".join(
+        f"count(*) filter (where ds > date '{ds}' - {n}) as orders_{n}d,\n        "
+        f"coalesce(sum(amount) filter (where ds > date '{ds}' - {n}), 0) as amount_{n}d"
+        for n in WINDOWS
+    )
+    window_selects = (
+        ", ".join(f"w.orders_{n}d" for n in WINDOWS)
+        + ", "
+        + ", ".join(f"w.amount_{n}d" for n in WINDOWS)
+    )
+    return DUCKDB_FEATURES.format(
+        silver=silver, ds=ds, window_columns=window_columns, window_selects=window_selects
+    )
+
+
+def write_silver(lake: Path, orders: int, customers: int, days: int, seed: int = 11) -> None:
+    """Silver orders per the contract, with heterogeneous customers and weekly seasonality."""
+    rng = np.random.default_rng(seed)
+    weights = rng.lognormal(0.0, 1.0, customers)
+    weights /= weights.sum()
+    spend = rng.lognormal(np.log(38.0), 0.6, customers)
+    ids = np.array([f"C{i:07d}" for i in range(customers)])
+    per_day = orders / days
+    weekday = np.array([0.9, 0.85, 0.9, 0.95, 1.1, 1.3, 1.2])
+    for offset in track(range(days), description=f"writing {orders:,} silver orders"):
+        day = START + timedelta(days=offset)
+        n = int(per_day * weekday[day.weekday()] / weekday.mean())
+        who = rng.choice(customers, size=n, p=weights)
+        seconds = np.sort(rng.integers(0, 86_400, n))
+        stamps = np.datetime64(day, "us") + seconds.astype("timedelta64[s]")
+        amount = np.round(rng.gamma(2.0, spend[who] / 2.0), 2)
+        table = pa.table(
+            {
+                "order_id": pa.array([f"O{day:%Y%m%d}-{i:06d}" for i in range(n)]),
+                "customer_id": pa.array(ids[who]),
+                "order_ts": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+                "amount": pa.array(amount).cast(pa.decimal128(12, 2), safe=False),
+                "items": pa.array(1 + rng.poisson(amount / 30.0), pa.int32()),
+            }
+        )
+        folder = lake / "silver" / "orders" / f"ds={day.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / "part-00000.parquet")
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv[:3]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return time.perf_counter() - started, result.stdout
+
+
+def spark_day(ds: date, env: dict[str, str], repeats: int) -> float:
+    """Median wall time of `churnflow features --ds` in fresh processes (reruns are idempotent)."""
+    walls = [
+        timed(["churnflow", "features", "--ds", ds.isoformat()], env)[0] for _ in range(repeats)
+    ]
+    return statistics.median(walls)
+
+
+def duckdb_day(
+    silver: Path, ds: date, out: Path, env: dict[str, str], repeats: int
+) -> tuple[float, float, int]:
+    walls, computes, rows = [], [], 0
+    for _ in range(repeats):
+        wall, stdout = timed(
+            [sys.executable, "-c", DUCKDB_PROBE, duckdb_sql(silver, ds), str(out)], env
+        )
+        report = json.loads(stdout.strip().splitlines()[-1])
+        walls.append(wall)
+        computes.append(report["compute_s"])
+        rows = report["rows"]
+    return statistics.median(walls), statistics.median(computes), rows
+
+
+def compare(lake: Path, ds: date, duck_file: Path) -> str:
+    spark = pq.read_table(lake / "features" / "customer_features" / f"ds={ds}").to_pandas()
+    duck = pq.read_table(duck_file).to_pandas()
+    spark, duck = (
+        spark.set_index("customer_id").sort_index(),
+        duck.set_index("customer_id").sort_index(),
+    )
+    if not spark.index.equals(duck.index):
+        return f"DIFFERENT customers: spark {len(spark)}, duckdb {len(duck)}"
+    worst = 0.0
+    for column in (
+        "orders_7d",
+        "orders_90d",
+        "orders_365d",
+        "amount_30d",
+        "amount_365d",
+        "days_since_last_order",
+    ):
+        worst = max(
+            worst, float((spark[column].astype(float) - duck[column].astype(float)).abs().max())
+        )
+    return f"same {len(spark):,} customers; largest difference on checked columns {worst:.6f}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=10_000_000)
+    parser.add_argument("--customers", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    day_90, day_365 = START + timedelta(days=90), START + timedelta(days=365)
+    with tempfile.TemporaryDirectory(prefix="churnflow-bench-features-") as home:
+        config = StackConfig(home=Path(home), spark_port=_free_port(), airflow_port=_free_port())
+        lake = config.lake
+        write_silver(lake, args.orders, args.customers, days=366)
+        try:
+            os.environ.setdefault("CHURNFLOW_SPARK_DRIVER_MEMORY", "6g")
+            env = {**os.environ, **up(config, ("spark",))}
+            env["CHURNFLOW_DBT_STATE_DIR"] = str(Path(home) / "dbt")
+            results = []
+            for label, ds in (("90 days", day_90), ("365 days", day_365)):
+                # The days before `ds` as earlier daily runs left them: one catch-up build.
+                catch_up, _ = timed(
+                    ["churnflow", "features", "--ds", (ds - timedelta(1)).isoformat()], env
+                )
+                spark_wall = spark_day(ds, env, args.repeats)
+                duck_file = Path(home) / f"duckdb-{ds}.parquet"
+                duck_wall, duck_compute, _ = duckdb_day(
+                    lake / "silver" / "orders", ds, duck_file, env, args.repeats
+                )
+                results.append(
+                    (
+                        label,
+                        ds,
+                        catch_up,
+                        spark_wall,
+                        duck_wall,
+                        duck_compute,
+                        compare(lake, ds, duck_file),
+                    )
+                )
+        finally:
+            down(config, log=lambda _: None)
+    print(
+        f"\n{args.orders:,} silver orders over 366 days, {args.customers:,} customers; "
+        f"median of {args.repeats} fresh processes each\n"
+    )
+    header = ("history", "ds", "spark s", "duckdb s", "ratio", "duckdb query s", "catch-up s")
+    print("{:9} {:11} {:>8} {:>9} {:>6} {:>15} {:>11}".format(*header))
+    for label, ds, catch_up, spark_wall, duck_wall, duck_compute, check in results:
+        print(
+            f"{label:9} {ds!s:11} {spark_wall:8.1f} {duck_wall:9.1f} "
+            f"{spark_wall / duck_wall:5.1f}x {duck_compute:15.1f} {catch_up:11.1f}"
+        )
+        print(f"          outputs: {check}")
+    print(
+        "\nspark s: `churnflow features --ds D` (dbt build on a warm Spark Connect server),"
+        " whole process;\nduckdb s: a fresh python process computing the same features from"
+        " scratch and writing Parquet;\ncatch-up s: the one-off build of all days before D"
+        " (not part of a daily run)."
+    )
+
+
+if __name__ == "__main__":
+    main()

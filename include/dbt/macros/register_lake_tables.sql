@@ -1,0 +1,108 @@
+{#- The lake is the source of truth; the metastore is only a cache of it. On every run this
+    registers the lake's datasets as external tables (columns and types from the .yml files) and
+    finds their partitions, so a fresh metastore (a new pod, a lost Derby folder) rebuilds itself
+    from the lake instead of dbt trying to create tables over existing data.
+
+    Sources: `meta.external` gives the folder under the lake and the file format; a source whose
+    `meta.external.present_var` is false (optional raw/customers) is registered as an empty
+    managed table, so models read zero rows and nothing is written into the lake.
+    Models: those with a `location_root` get a table at <location_root>/<alias>, created when the
+    metastore lacks it (the incremental materialization then always inserts into it). -#}
+{% macro register_lake_tables() %}
+    {%- if not execute -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- for source in graph.sources.values() if source.meta.get('external') -%}
+        {%- do register_source_table(source) -%}
+    {%- endfor -%}
+    {%- for node in graph.nodes.values()
+        if node.resource_type == 'model' and node.config.get('location_root') -%}
+        {%- do register_model_table(node) -%}
+    {%- endfor -%}
+    {{ return('') }}
+{% endmacro %}
+
+
+{% macro register_source_table(source) %}
+    {%- set external = source.meta.external -%}
+    {%- set relation = api.Relation.create(
+        schema=source.schema, identifier=source.identifier, type='table') -%}
+    {%- set present = var(external.present_var) if external.get('present_var') else true -%}
+    {%- do run_query('create schema if not exists ' ~ source.schema) -%}
+    {%- if present -%}
+        {%- set location = var('lake') ~ '/' ~ external.location -%}
+        {%- set existing = adapter.get_relation(
+            database=none, schema=source.schema, identifier=source.identifier) -%}
+        {%- if existing is not none and table_location(relation) != canonical_location(location) -%}
+            {%- do run_query('drop table ' ~ relation) -%}
+        {%- endif -%}
+        {%- do run_query(table_ddl(relation, source.columns, external.format,
+            external.get('options', {}), location)) -%}
+        {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
+    {%- else -%}
+        {%- do run_query('drop table if exists ' ~ relation) -%}
+        {%- do run_query(table_ddl(relation, source.columns, external.format,
+            external.get('options', {}), none)) -%}
+    {%- endif -%}
+{% endmacro %}
+
+
+{% macro register_model_table(node) %}
+    {%- set relation = api.Relation.create(
+        schema=node.schema, identifier=node.alias, type='table') -%}
+    {%- set location = node.config.location_root ~ '/' ~ node.alias -%}
+    {%- set existing = adapter.get_relation(
+        database=none, schema=node.schema, identifier=node.alias) -%}
+    {%- if existing is not none and table_location(relation) == canonical_location(location) -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- if existing is not none -%}
+        {#- Registered for another lake (tests, a moved lake): point it at this one. -#}
+        {%- do run_query('drop table ' ~ relation) -%}
+    {%- endif -%}
+    {%- do run_query('create schema if not exists ' ~ node.schema) -%}
+    {%- do run_query(table_ddl(relation, node.columns, node.config.file_format, {}, location)) -%}
+    {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
+    {%- do adapter.cache_added(relation) -%}
+{% endmacro %}
+
+
+{#- Where the metastore says a table's files are, spelled as `canonical_location` spells it. -#}
+{% macro table_location(relation) %}
+    {%- set rows = run_query('describe table extended ' ~ relation) -%}
+    {%- for row in rows if row[0] == 'Location' -%}
+        {{ return(canonical_location(row[1])) }}
+    {%- endfor -%}
+    {{ return('') }}
+{% endmacro %}
+
+
+{#- Spark prints local paths as file:/x; the lake var may say file:///x. -#}
+{% macro canonical_location(location) %}
+    {{ return(location | replace('file:///', 'file:/') | trim('/')) }}
+{% endmacro %}
+
+
+{#- `create table if not exists` for a dataset partitioned by `ds` (the last column). -#}
+{% macro table_ddl(relation, columns, file_format, options, location) %}
+    {%- set names = columns.keys() | list -%}
+    {%- if names[-1] != 'ds' -%}
+        {{ exceptions.raise_compiler_error(relation ~ ': the last column in the .yml must be ds') }}
+    {%- endif -%}
+    {%- set ddl -%}
+        create table if not exists {{ relation }} (
+            {%- for name, column in columns.items() %}
+            {{ name }} {{ column.data_type }}{{ ',' if not loop.last }}
+            {%- endfor %}
+        )
+        using {{ file_format }}
+        {%- if options %}
+        options ({% for key, value in options.items() %}'{{ key }}' '{{ value }}'{{ ', ' if not loop.last }}{% endfor %})
+        {%- endif %}
+        partitioned by (ds)
+        {%- if location %}
+        location '{{ location }}'
+        {%- endif %}
+    {%- endset -%}
+    {{ return(ddl) }}
+{% endmacro %}

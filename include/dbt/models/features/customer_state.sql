@@ -1,0 +1,88 @@
+-- Every customer seen up to `ds`, with running totals over the windows ending on `ds`.
+--
+-- Normally derived from yesterday's state: today's orders enter every window and the day that
+-- falls out of an N-day window (ds - N) leaves it, so a run reads one state partition and five
+-- daily partitions whatever the length of the history. When yesterday's state is missing or stale
+-- (see state_follows_yesterday) the same totals are computed from all daily partitions up to `ds`.
+-- Amounts stay decimal, so adding and subtracting day after day is exact.
+{%- set windows = var('windows') %}
+{%- set day = day_literal() %}
+{%- set totals -%}
+    min(first_order_ts) as first_order_ts,
+    max(last_order_ts) as last_order_ts,
+    cast(sum(orders_total) as bigint) as orders_total,
+    {%- for n in windows %}
+    cast(sum(orders_{{ n }}d) as bigint) as orders_{{ n }}d,
+    {%- endfor %}
+    {%- for n in windows %}
+    cast(sum(amount_{{ n }}d) as decimal(22, 2)) as amount_{{ n }}d,
+    {%- endfor %}
+    cast(sum(items_90d) as bigint) as items_90d,
+    {{ run_stamp() }} as built_at,
+    {{ day }} as ds
+{%- endset %}
+
+{%- if state_follows_yesterday(ref('customer_daily')) %}
+
+with changes as (
+    select
+        customer_id,
+        first_order_ts,
+        last_order_ts,
+        orders_total,
+        {%- for n in windows %}
+        orders_{{ n }}d,
+        {%- endfor %}
+        {%- for n in windows %}
+        amount_{{ n }}d,
+        {%- endfor %}
+        items_90d
+    from {{ this }}
+    where ds = date_sub({{ day }}, 1)
+
+    union all
+
+    select
+        customer_id,
+        case when ds = {{ day }} then first_order_ts end,
+        case when ds = {{ day }} then last_order_ts end,
+        case when ds = {{ day }} then orders else 0 end,
+        {%- for n in windows %}
+        {{ window_sign(n) }} * orders,
+        {%- endfor %}
+        {%- for n in windows %}
+        {{ window_sign(n) }} * amount,
+        {%- endfor %}
+        {{ window_sign(90) }} * items
+    from {{ ref('customer_daily') }}
+    where ds in ({{ day }}{% for n in windows %}, date_sub({{ day }}, {{ n }}){% endfor %})
+)
+
+select customer_id, {{ totals }}
+from changes
+group by customer_id
+
+{%- else %}
+
+with changes as (
+    select
+        customer_id,
+        first_order_ts,
+        last_order_ts,
+        orders as orders_total,
+        {%- for n in windows %}
+        case when ds > date_sub({{ day }}, {{ n }}) then orders else 0 end as orders_{{ n }}d,
+        {%- endfor %}
+        {%- for n in windows %}
+        case when ds > date_sub({{ day }}, {{ n }}) then amount else 0 end as amount_{{ n }}d,
+        {%- endfor %}
+        case when ds > date_sub({{ day }}, 90) then items else 0 end as items_90d
+    from {{ ref('customer_daily') }}
+    where ds <= {{ day }}
+)
+
+select /*+ REPARTITION(1) */ customer_id, {{ totals }}
+from changes
+group by customer_id
+
+{%- endif %}

@@ -1,0 +1,294 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from churnflow.generate import Defect, GenerateRequest, generate
+from churnflow.ingest import (
+    MAX_REJECT_SHARE_ENV,
+    QUARANTINE_ORDERS,
+    SILVER_COLUMNS,
+    SILVER_ORDERS,
+    IngestError,
+    IngestSummary,
+    ingest_orders,
+)
+from churnflow.lake import RAW_ORDERS, partition_path
+from churnflow.spark import get_spark
+from tests.conftest import run_cli
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+START = date(2026, 2, 1)
+DAYS = [START + timedelta(n) for n in range(5)]
+DAY = DAYS[2]  # the day the defects land on; DAYS[0..2] are ingested in the base lake
+QUARANTINE_COLUMNS = [
+    "order_id",
+    "customer_id",
+    "order_ts",
+    "amount",
+    "items",
+    "source_file",
+    "rule",
+    "column",
+]
+
+
+def _generate(lake: Path, defect: Defect | None = None, file_format: str = "csv") -> None:
+    request = GenerateRequest(
+        start=DAYS[0],
+        end=DAYS[-1],
+        customers=300,
+        defect=defect,
+        defect_ds=DAY if defect else None,
+        file_format=file_format,
+    )
+    generate(request, lake, progress=False)
+
+
+def _raw(lake: Path, day: date) -> pd.DataFrame:
+    return pd.read_csv(partition_path(lake, RAW_ORDERS, day) / "part-00000.csv", dtype=str)
+
+
+def _table(lake: Path, dataset: str, day: date) -> pd.DataFrame:
+    """A partition through pyarrow (skips `_SUCCESS` and hidden files like Spark does)."""
+    return pq.read_table(partition_path(lake, dataset, day)).to_pandas()
+
+
+def _rows(lake: Path, day: date) -> list[tuple[object, ...]]:
+    frame = _table(lake, SILVER_ORDERS, day)
+    return sorted(frame.itertuples(index=False, name=None))
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> SparkSession:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHURNFLOW_SPARK_DIR", str(tmp_path_factory.mktemp("spark")))
+        return get_spark()
+
+
+@pytest.fixture(scope="module")
+def base(
+    tmp_path_factory: pytest.TempPathFactory, spark: SparkSession
+) -> tuple[Path, dict[date, IngestSummary]]:
+    """Five generated days, the first three ingested; tests work on copies."""
+    lake = tmp_path_factory.mktemp("base") / "lake"
+    _generate(lake)
+    return lake, {day: ingest_orders(lake, day, spark) for day in DAYS[:3]}
+
+
+@pytest.fixture
+def lake_copy(base: tuple[Path, dict[date, IngestSummary]], tmp_path: Path) -> Path:
+    """A copy of the base lake that a test may break."""
+    copy = tmp_path / "lake"
+    shutil.copytree(base[0], copy)
+    return copy
+
+
+def test_three_clean_days_land_in_silver_with_the_contract_schema(
+    spark: SparkSession, base: tuple[Path, dict[date, IngestSummary]]
+) -> None:
+    lake, summaries = base
+    for day, summary in summaries.items():
+        raw = _raw(lake, day)
+        assert (summary.rows_read, summary.rows_written, summary.rows_rejected) == (
+            len(raw),
+            len(raw),
+            0,
+        )
+        silver = partition_path(lake, SILVER_ORDERS, day)
+        assert spark.read.parquet(str(silver)).dtypes == list(SILVER_COLUMNS.items())
+        assert len([p for p in silver.iterdir() if p.name.endswith(".parquet")]) == 1
+        rows = _table(lake, SILVER_ORDERS, day).set_index("order_id").sort_index()
+        raw = raw.set_index("order_id").sort_index()
+        assert list(rows.index) == list(raw.index)
+        assert (rows["order_ts"].dt.date == day).all()
+        assert list(rows["amount"]) == [Decimal(a).quantize(Decimal("0.01")) for a in raw["amount"]]
+        assert list(rows["items"]) == [int(i) for i in raw["items"]]
+        quarantine = _table(lake, QUARANTINE_ORDERS, day)
+        assert list(quarantine.columns) == QUARANTINE_COLUMNS and quarantine.empty
+    assert "rejected 0 (0.00%)" in summaries[DAY].line()
+
+
+def test_rerun_gives_identical_rows_and_never_duplicates(
+    spark: SparkSession, lake_copy: Path
+) -> None:
+    before = {day: _rows(lake_copy, day) for day in DAYS[:3]}
+    summary = ingest_orders(lake_copy, DAY, spark)
+    assert summary.rows_rejected == 0  # the day's own earlier output is not an earlier day
+    assert {day: _rows(lake_copy, day) for day in DAYS[:3]} == before
+    ids = [row[0] for day in DAYS[:3] for row in _rows(lake_copy, day)]
+    assert len(ids) == len(set(ids))
+
+
+def test_several_files_are_read_by_header_and_duplicates_collapse_or_are_quarantined(
+    spark: SparkSession, lake_copy: Path
+) -> None:
+    day = DAYS[3]
+    folder = partition_path(lake_copy, RAW_ORDERS, day)
+    raw = _raw(lake_copy, day)
+    (folder / "part-00000.csv").unlink()
+    (folder / "_SUCCESS").touch()
+    (folder / ".part-00001.csv.crc").write_text("not data")
+    first, second = raw.iloc[: len(raw) // 2], raw.iloc[len(raw) // 2 :].copy()
+    first.to_csv(folder / "part-00000.csv", index=False)
+    identical = second.iloc[[0]]
+    changed = second.iloc[[1]].assign(amount="999.99")
+    earlier_id = second.iloc[[2]].assign(order_id=_raw(lake_copy, DAYS[1])["order_id"].iloc[0])
+    second = pd.concat([second, identical, changed, earlier_id]).assign(note="extra column")
+    second[["note", "items", "amount", "order_ts", "customer_id", "order_id"]].to_csv(
+        folder / "part-00001.csv", index=False
+    )
+
+    summary = ingest_orders(lake_copy, day, spark, max_reject_share=1.0)
+
+    assert summary.files == 2
+    assert summary.rows_read == len(raw) + 3
+    assert summary.duplicates_collapsed == 1
+    assert summary.rejected_by_rule() == {"order_id unique across days": 3}
+    assert summary.rows_written == len(raw) - 1  # both versions of the changed order go
+    quarantine = _table(lake_copy, QUARANTINE_ORDERS, day)
+    assert set(quarantine["rule"]) == {"order_id unique across days"}
+    assert set(quarantine["column"]) == {"order_id"}
+    assert set(quarantine["source_file"]) == {f"{RAW_ORDERS}/ds={day}/part-00001.csv"}
+    assert sorted(quarantine["amount"]) == sorted(
+        [*changed["amount"], second.iloc[1]["amount"], *earlier_id["amount"]]
+    )
+    silver_ids = set(_table(lake_copy, SILVER_ORDERS, day)["order_id"])
+    assert silver_ids == set(raw["order_id"]) - {changed["order_id"].iloc[0]}
+
+
+ROW_DEFECTS = {
+    Defect.NULLS: ("customer_id", "customer_id not null"),
+    Defect.NEGATIVE_AMOUNTS: ("amount", "amount >= 0"),
+    Defect.DUPLICATE_IDS: ("order_id", "order_id unique across days"),
+    Defect.NON_NUMERIC_AMOUNTS: ("amount", "amount is a decimal"),
+    Defect.WRONG_DATE_TIMESTAMPS: ("order_ts", "order_ts falls on ds"),
+}
+FILE_DEFECTS = {
+    Defect.RENAMED_COLUMN: [
+        f"ds={DAY}/part-00000.csv",
+        "missing required column(s) amount",
+        "columns found: order_id, customer_id, order_ts, order_amount, items, currency",
+    ],
+    Defect.EMPTY_FILE: [f"ds={DAY}/part-00000.csv", "file is empty (0 bytes)"],
+    Defect.MISSING_PARTITION: [f"{RAW_ORDERS} partition ds={DAY} is missing"],
+}
+
+
+@pytest.mark.parametrize("defect", list(ROW_DEFECTS), ids=str)
+def test_row_defect_fails_on_the_reject_share_quarantines_rows_and_leaves_silver(
+    spark: SparkSession, lake_copy: Path, defect: Defect
+) -> None:
+    column, rule = ROW_DEFECTS[defect]
+    silver = _digest(partition_path(lake_copy, SILVER_ORDERS, DAY))
+    _generate(lake_copy, defect)
+
+    with pytest.raises(IngestError) as caught:
+        ingest_orders(lake_copy, DAY, spark)
+
+    message = str(caught.value)
+    quarantine = _table(lake_copy, QUARANTINE_ORDERS, DAY)
+    read = len(_raw(lake_copy, DAY))
+    assert f"{len(quarantine)} of {read} row(s) of {RAW_ORDERS}/ds={DAY}" in message
+    assert f"column {column}, rule '{rule}': {len(quarantine)} row(s)" in message
+    assert f"in {RAW_ORDERS}/ds={DAY}/part-00000.csv, e.g. " in message
+    assert "above the limit of 1.00%" in message and MAX_REJECT_SHARE_ENV in message
+    assert _digest(partition_path(lake_copy, SILVER_ORDERS, DAY)) == silver
+    assert len(quarantine) > 0
+    assert set(quarantine["rule"]) == {rule} and set(quarantine["column"]) == {column}
+    if defect is Defect.DUPLICATE_IDS:  # copies of today's rows with yesterday's ids
+        assert all(i.startswith(f"O{DAYS[1]:%Y%m%d}-") for i in quarantine["order_id"])
+
+
+@pytest.mark.parametrize("defect", list(FILE_DEFECTS), ids=str)
+def test_file_defect_fails_naming_the_file_and_touches_nothing(
+    spark: SparkSession, lake_copy: Path, defect: Defect
+) -> None:
+    silver = _digest(lake_copy / SILVER_ORDERS)
+    quarantine = _digest(lake_copy / QUARANTINE_ORDERS)
+    _generate(lake_copy, defect)
+
+    with pytest.raises(IngestError) as caught:
+        ingest_orders(lake_copy, DAY, spark)
+
+    for part in FILE_DEFECTS[defect]:
+        assert part in str(caught.value)
+    assert _digest(lake_copy / SILVER_ORDERS) == silver
+    assert _digest(lake_copy / QUARANTINE_ORDERS) == quarantine
+
+
+def test_rejects_within_the_limit_are_quarantined_and_the_rest_written(
+    spark: SparkSession, lake_copy: Path
+) -> None:
+    _generate(lake_copy, Defect.NEGATIVE_AMOUNTS)
+    summary = ingest_orders(lake_copy, DAY, spark, max_reject_share=0.5)
+    silver = _table(lake_copy, SILVER_ORDERS, DAY)
+    quarantine = _table(lake_copy, QUARANTINE_ORDERS, DAY)
+    assert summary.rejected_by_rule() == {"amount >= 0": len(quarantine)}
+    assert summary.rows_written == len(silver) == len(_raw(lake_copy, DAY)) - len(quarantine)
+    assert (silver["amount"] >= 0).all()
+    assert all(amount.startswith("-") for amount in quarantine["amount"])
+    assert "rejected" in summary.line() and "(amount >= 0: " in summary.line()
+
+
+def test_parquet_input_gives_the_same_silver_as_csv(
+    spark: SparkSession, base: tuple[Path, dict[date, IngestSummary]], tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    _generate(lake, file_format="parquet")
+    summary = ingest_orders(lake, DAYS[0], spark)
+    assert summary.rows_rejected == 0
+    assert _rows(lake, DAYS[0]) == _rows(base[0], DAYS[0])
+
+
+def test_parquet_column_of_a_wrong_type_fails_naming_file_and_column(
+    spark: SparkSession, lake_copy: Path
+) -> None:
+    folder = partition_path(lake_copy, RAW_ORDERS, DAY)
+    frame = _raw(lake_copy, DAY).assign(amount=True)
+    (folder / "part-00000.csv").unlink()
+    frame.to_parquet(folder / "part-00000.parquet", index=False)
+    silver = _digest(partition_path(lake_copy, SILVER_ORDERS, DAY))
+    with pytest.raises(
+        IngestError, match=rf"ds={DAY}/part-00000.parquet: column amount has type bool"
+    ):
+        ingest_orders(lake_copy, DAY, spark)
+    assert _digest(partition_path(lake_copy, SILVER_ORDERS, DAY)) == silver
+
+
+def test_a_file_with_a_header_and_only_blank_lines_fails_as_empty(
+    spark: SparkSession, lake_copy: Path
+) -> None:
+    (partition_path(lake_copy, RAW_ORDERS, DAY) / "part-00000.csv").write_text(
+        "order_id,customer_id,order_ts,amount,items\n\n\n"
+    )
+    with pytest.raises(IngestError, match=rf"{RAW_ORDERS}/ds={DAY} has no rows in 1 file"):
+        ingest_orders(lake_copy, DAY, spark)
+
+
+def test_cli_missing_partition_exits_with_a_data_error_paragraph(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    _generate(lake, Defect.MISSING_PARTITION)
+    result = run_cli("ingest", "--ds", DAY.isoformat(), lake=lake)
+    assert result.returncode == os.EX_DATAERR
+    assert f"churnflow ingest: error: ingest ds={DAY}: {RAW_ORDERS} partition" in result.stderr
+    assert "Traceback" not in result.stderr
