@@ -9,7 +9,6 @@ processes. Run: `.venv/bin/python bench/backfill.py [--days 30]`.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from devstack.api import TERMINAL_STATES, AirflowClient, count_states  # noqa: E402
-from devstack.services import StackConfig, admin_password, down, up  # noqa: E402
+from devstack.services import admin_password, down, throwaway_config, up  # noqa: E402
 
 DAG_ID = "churn_features"
 FIXED_COSTS = {
@@ -40,12 +39,6 @@ FIXED_COSTS = {
         "get_spark().sql('select 1').collect()"
     ),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fixed_costs(env: dict[str, str], repeats: int) -> None:
@@ -68,12 +61,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="churnflow-bench-") as home:
-        config = StackConfig(
-            home=Path(home),
-            airflow_port=_free_port(),
-            mlflow_port=_free_port(),
-            spark_port=_free_port(),
-        )
+        config = throwaway_config(Path(home))
         services = ("spark", "api-server", "scheduler", "dag-processor", "triggerer")
         try:
             env = up(config, services)

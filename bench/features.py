@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from rich.progress import track
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from devstack.services import StackConfig, down, up  # noqa: E402
+from devstack.services import down, throwaway_config, up  # noqa: E402
 
 START = date(2025, 1, 1)
 WINDOWS = (7, 30, 90, 365)
@@ -182,12 +181,6 @@ def compare(lake: Path, ds: date, duck_file: Path) -> str:
     return f"same {len(spark):,} customers; largest difference on checked columns {worst:.6f}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=10_000_000)
@@ -196,7 +189,7 @@ def main() -> None:
     args = parser.parse_args()
     day_90, day_365 = START + timedelta(days=90), START + timedelta(days=365)
     with tempfile.TemporaryDirectory(prefix="churnflow-bench-features-") as home:
-        config = StackConfig(home=Path(home), spark_port=_free_port(), airflow_port=_free_port())
+        config = throwaway_config(Path(home))
         lake = config.lake
         write_silver(lake, args.orders, args.customers, days=366)
         try:

@@ -104,6 +104,21 @@ class StackConfig:
         return self.airflow_db_url is None or self.mlflow_db_url is None
 
 
+def free_port() -> int:
+    """A port nothing listens on now, for a throw-away stack beside a running one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def throwaway_config(home: Path, **overrides: str) -> StackConfig:
+    """A stack in its own folder on free ports (tests, benchmarks)."""
+    ports = {"airflow_port": free_port(), "mlflow_port": free_port(), "spark_port": free_port()}
+    return StackConfig(home=home, **ports, **overrides)  # type: ignore[arg-type]
+
+
 # --- embedded PostgreSQL -------------------------------------------------------------------
 
 

@@ -92,22 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=_generate)
 
-    landing = commands.add_parser("check-landing", help="check a day's raw orders arrived whole")
-    landing.add_argument("--ds", type=_day, required=True)
-    landing.set_defaults(handler=_check_landing)
-
-    ingest = commands.add_parser("ingest", help="raw orders -> silver orders, rejects quarantined")
-    ingest.add_argument("--ds", type=_day, required=True)
-    ingest.set_defaults(handler=_ingest)
-
-    features = commands.add_parser("features", help="dbt build of the feature models for a day")
-    features.add_argument("--ds", type=_day, required=True)
-    features.set_defaults(handler=_features)
-
-    validate = commands.add_parser("validate", help="Great Expectations checkpoint for a day")
-    validate.add_argument("--ds", type=_day, required=True)
-    validate.add_argument("--suite", required=True, choices=["silver_orders", "customer_features"])
-    validate.set_defaults(handler=_validate)
+    daily = (
+        ("check-landing", "check a day's raw orders arrived whole", _check_landing),
+        ("ingest", "raw orders -> silver orders, rejects quarantined", _ingest),
+        ("features", "dbt build of the feature models for a day", _features),
+        ("validate", "Great Expectations checkpoint for a day", _validate),
+    )
+    per_day = {}
+    for name, help_text, handler in daily:
+        per_day[name] = commands.add_parser(name, help=help_text)
+        per_day[name].add_argument("--ds", type=_day, required=True)
+        per_day[name].set_defaults(handler=handler)
+    suites = ["silver_orders", "customer_features"]
+    per_day["validate"].add_argument("--suite", required=True, choices=suites)
     return parser
 
 

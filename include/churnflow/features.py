@@ -96,6 +96,27 @@ def _exists(uri: str) -> bool:
     return filesystem.get_file_info(path).type != fs.FileType.NotFound
 
 
+def _customers_format(root: str) -> str:
+    """`csv` or `parquet` for the optional raw/customers dataset; empty when it is absent."""
+    from pyarrow import fs
+
+    uri = f"{root}/{RAW_CUSTOMERS}"
+    if not _exists(uri):
+        return ""
+    filesystem, path = _filesystem(uri)
+    names = [i.base_name for i in filesystem.get_file_info(fs.FileSelector(path, recursive=True))]
+    formats = {
+        name.rsplit(".", 1)[-1]
+        for name in names
+        if name.endswith((".csv", ".parquet")) and not name.startswith((".", "_"))
+    }
+    if len(formats) > 1:
+        raise FeaturesError(
+            f"raw customers at {uri} mix CSV and Parquet files; one dataset has one format"
+        )
+    return formats.pop() if formats else ""
+
+
 def _count_rows(uri: str) -> int:
     import pyarrow.dataset as ds
 
@@ -200,7 +221,7 @@ def build_features(
     dbt_vars = {
         "ds": ds.isoformat(),
         "lake": root,
-        "raw_customers": _exists(f"{root}/{RAW_CUSTOMERS}"),
+        "raw_customers": _customers_format(root),
     }
     outcome = _invoke_dbt(
         settings, ["build", "--select", SELECTION, "--vars", json.dumps(dbt_vars)]

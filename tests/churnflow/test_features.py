@@ -7,6 +7,7 @@ computation of the same features over the silver orders.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -23,6 +24,7 @@ from churnflow.features import FeaturesError, build_features, run_features
 from churnflow.generate import GenerateRequest, generate
 from churnflow.lake import RAW_CUSTOMERS, RAW_ORDERS, partition_path
 from churnflow.settings import get_settings
+from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA, WINDOWS
 
 CUSTOMERS = 300
 HISTORY_START, FIRST_DAY = date(2025, 11, 20), date(2026, 1, 3)
@@ -30,40 +32,6 @@ DAYS = [FIRST_DAY + timedelta(n) for n in range(3)]
 YEAR_DAY = date(2026, 1, 3)  # sparse lake: the days that leave each window of YEAR_DAY
 YEAR_DAYS = sorted({YEAR_DAY - timedelta(n) for n in (0, 1, 7, 8, 30, 31, 90, 91, 365, 366)})
 DBT_PROJECT = Path(__file__).resolve().parents[2] / "include" / "dbt"
-
-SILVER_SCHEMA = pa.schema(
-    [
-        ("order_id", pa.string()),
-        ("customer_id", pa.string()),
-        ("order_ts", pa.timestamp("us", tz="UTC")),
-        ("amount", pa.decimal128(12, 2)),
-        ("items", pa.int32()),
-    ]
-)
-FEATURES_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("tenure_days", pa.int32()),
-        ("days_since_last_order", pa.int32()),
-        ("orders_7d", pa.int64()),
-        ("orders_30d", pa.int64()),
-        ("orders_90d", pa.int64()),
-        ("orders_365d", pa.int64()),
-        ("amount_7d", pa.float64()),
-        ("amount_30d", pa.float64()),
-        ("amount_90d", pa.float64()),
-        ("amount_365d", pa.float64()),
-        ("items_90d", pa.int64()),
-        ("avg_order_value_90d", pa.float64()),
-        ("mean_gap_days", pa.float64()),
-        ("trend_orders_30_90", pa.float64()),
-        ("trend_amount_30_90", pa.float64()),
-        ("country", pa.string()),
-        ("channel", pa.string()),
-        ("signup_date", pa.date32()),
-    ]
-)
-WINDOWS = (7, 30, 90, 365)
 
 
 def write_silver(lake: Path, day: date, orders: pd.DataFrame) -> None:
@@ -138,9 +106,13 @@ def customer_attributes(lake: Path, ds: date) -> pd.DataFrame | None:
     if not root.exists():
         return None
     parts = [p for p in sorted(root.glob("ds=*")) if date.fromisoformat(p.name[3:]) <= ds]
-    rows = pd.concat(pd.read_csv(p / "part-00000.csv").assign(ds=p.name[3:]) for p in parts)
+    rows = pd.concat(read_landed(next(p.glob("part-*"))).assign(ds=p.name[3:]) for p in parts)
     latest = rows.sort_values("ds").groupby("customer_id").last()
     return latest[["signup_date", "country", "channel"]]
+
+
+def read_landed(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
 def read_features(lake: Path, ds: date) -> pd.DataFrame:
@@ -198,14 +170,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         silver_days = [HISTORY_START + timedelta(n) for n in range(history)]
         make_lake(lake, HISTORY_START, DAYS[-1] + timedelta(2), silver_days=silver_days)
         make_lake(year_lake, YEAR_DAYS[0], YEAR_DAY, silver_days=YEAR_DAYS)
-        # the sparse lake has no customer attributes at all
-        for folder in sorted((year_lake / RAW_CUSTOMERS).glob("ds=*")):
-            for file in folder.iterdir():
-                file.unlink()
-            folder.rmdir()
-        (year_lake / RAW_CUSTOMERS).rmdir()
+        shutil.rmtree(year_lake / RAW_CUSTOMERS)  # the sparse lake starts without attributes
         yield Env(lake=lake, year_lake=year_lake, state_dir=root / "dbt")
-        get_spark().stop()
+        if get_spark.cache_info().currsize:
+            get_spark().stop()
         get_spark.cache_clear()
     assert project_files() == files_before, "dbt wrote into include/dbt"
 
@@ -287,6 +255,17 @@ def test_every_window_edge_over_a_year_without_customer_attributes(env: Env) -> 
     assert result.rows == len(frame) > 0
     assert frame[["country", "channel", "signup_date"]].isna().all().all()
     assert (frame["orders_365d"] > frame["orders_90d"]).any()
+
+
+def test_customer_attributes_landed_later_as_parquet_are_used(env: Env) -> None:
+    request = GenerateRequest(
+        start=YEAR_DAYS[0], end=YEAR_DAY, customers=CUSTOMERS, file_format="parquet"
+    )
+    generate(request, env.year_lake, progress=False)  # same orders, customers now in Parquet
+    build_features(env.year_lake, YEAR_DAY)
+    assert_matches_reference(env.year_lake, YEAR_DAY)
+    frame = read_features(env.year_lake, YEAR_DAY)
+    assert frame[["country", "channel", "signup_date"]].notna().all().all()
 
 
 def test_a_failing_dbt_test_fails_the_build_and_names_the_rule(

@@ -22,38 +22,12 @@ import pytest
 from churnflow.generate import GenerateRequest, make_population, orders_for_day
 from churnflow.lake import partition_path, replace_partition
 from churnflow.validate import ValidationError, ValidationSummary, suites_dir, validate
+from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA
 
 DAY = date(2026, 3, 7)  # the day under test; the seven days before it are its history
 REQUEST = GenerateRequest(start=DAY - timedelta(days=7), end=DAY, customers=1200, seed=11)
 SILVER = "silver/orders"
 FEATURES = "features/customer_features"
-
-SILVER_SCHEMA = pa.schema(
-    [
-        ("order_id", pa.string()),
-        ("customer_id", pa.string()),
-        ("order_ts", pa.timestamp("us", tz="UTC")),
-        ("amount", pa.decimal128(12, 2)),
-        ("items", pa.int32()),
-    ]
-)
-FEATURES_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("tenure_days", pa.int32()),
-        ("days_since_last_order", pa.int32()),
-        *((f"orders_{n}d", pa.int64()) for n in (7, 30, 90, 365)),
-        *((f"amount_{n}d", pa.float64()) for n in (7, 30, 90, 365)),
-        ("items_90d", pa.int64()),
-        ("avg_order_value_90d", pa.float64()),
-        ("mean_gap_days", pa.float64()),
-        ("trend_orders_30_90", pa.float64()),
-        ("trend_amount_30_90", pa.float64()),
-        ("country", pa.string()),
-        ("channel", pa.string()),
-        ("signup_date", pa.date32()),
-    ]
-)
 
 
 @pytest.fixture(scope="module", autouse=True)

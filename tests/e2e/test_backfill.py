@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from devstack.api import TERMINAL_STATES, AirflowClient
-from devstack.services import AIRFLOW_SERVICES, StackConfig, admin_password, down, status, up
+from devstack.services import (
+    AIRFLOW_SERVICES,
+    StackConfig,
+    admin_password,
+    down,
+    status,
+    throwaway_config,
+    up,
+)
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -26,12 +34,6 @@ DAG_ID = "churn_landing_check"
 DAYS = ("2026-01-05", "2026-01-06", "2026-01-07")
 BROKEN_DAY = DAYS[-1]
 PG_HOST, PG_PORT = "127.0.0.1", 5432
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _postgres_answers() -> bool:
@@ -43,7 +45,7 @@ def _postgres_answers() -> bool:
 
 
 @pytest.fixture(params=["embedded", "postgresql"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StackConfig]:
+def stack(request: pytest.FixtureRequest, stack_home: Path) -> Iterator[StackConfig]:
     database = None
     urls: dict[str, str] = {}
     if request.param == "postgresql":
@@ -57,12 +59,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StackConfi
         admin.cursor().execute(f'CREATE DATABASE "{database}"')
         url = f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/{database}"
         urls = {"airflow_db_url": url, "mlflow_db_url": url}
-    config = StackConfig(
-        home=tmp_path / "state",
-        airflow_port=_free_port(),
-        mlflow_port=_free_port(),
-        **urls,  # type: ignore[arg-type]
-    )
+    config = throwaway_config(stack_home, **urls)
     try:
         yield config
     finally:

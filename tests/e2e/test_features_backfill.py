@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -12,7 +11,14 @@ import pandas as pd
 import pytest
 
 from devstack.api import TERMINAL_STATES, AirflowClient
-from devstack.services import AIRFLOW_SERVICES, StackConfig, admin_password, down, up
+from devstack.services import (
+    AIRFLOW_SERVICES,
+    StackConfig,
+    admin_password,
+    down,
+    throwaway_config,
+    up,
+)
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -21,20 +27,9 @@ DAG_ID = "churn_features"
 FIRST, LAST = date(2026, 2, 1), date(2026, 2, 3)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[StackConfig]:
-    config = StackConfig(
-        home=tmp_path / "state",
-        airflow_port=_free_port(),
-        mlflow_port=_free_port(),
-        spark_port=_free_port(),
-    )
+def stack(stack_home: Path) -> Iterator[StackConfig]:
+    config = throwaway_config(stack_home)
     try:
         yield config
     finally:

@@ -3,9 +3,10 @@
     finds their partitions, so a fresh metastore (a new pod, a lost Derby folder) rebuilds itself
     from the lake instead of dbt trying to create tables over existing data.
 
-    Sources: `meta.external` gives the folder under the lake and the file format; a source whose
-    `meta.external.present_var` is false (optional raw/customers) is registered as an empty
-    managed table, so models read zero rows and nothing is written into the lake.
+    Sources: `meta.external` gives the folder under the lake and the file format, or the var that
+    names the format (`format_var`) for an optional dataset; when that var is empty the dataset
+    is absent and is registered as an empty managed table, so models read zero rows and nothing
+    is written into the lake.
     Models: those with a `location_root` get a table at <location_root>/<alias>, created when the
     metastore lacks it (the incremental materialization then always inserts into it). -#}
 {% macro register_lake_tables() %}
@@ -27,22 +28,26 @@
     {%- set external = source.meta.external -%}
     {%- set relation = api.Relation.create(
         schema=source.schema, identifier=source.identifier, type='table') -%}
-    {%- set present = var(external.present_var) if external.get('present_var') else true -%}
+    {%- set file_format = var(external.format_var) if external.get('format_var')
+        else external.format -%}
+    {%- set options = external.get('csv_options', {}) if file_format == 'csv' else {} -%}
     {%- do run_query('create schema if not exists ' ~ source.schema) -%}
-    {%- if present -%}
+    {%- if file_format -%}
         {%- set location = var('lake') ~ '/' ~ external.location -%}
         {%- set existing = adapter.get_relation(
             database=none, schema=source.schema, identifier=source.identifier) -%}
-        {%- if existing is not none and table_location(relation) != canonical_location(location) -%}
-            {%- do run_query('drop table ' ~ relation) -%}
+        {%- if existing is not none -%}
+            {%- set details = table_details(relation) -%}
+            {%- if details.location != canonical_location(location)
+                or details.provider != file_format -%}
+                {%- do run_query('drop table ' ~ relation) -%}
+            {%- endif -%}
         {%- endif -%}
-        {%- do run_query(table_ddl(relation, source.columns, external.format,
-            external.get('options', {}), location)) -%}
+        {%- do run_query(table_ddl(relation, source.columns, file_format, options, location)) -%}
         {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
     {%- else -%}
         {%- do run_query('drop table if exists ' ~ relation) -%}
-        {%- do run_query(table_ddl(relation, source.columns, external.format,
-            external.get('options', {}), none)) -%}
+        {%- do run_query(table_ddl(relation, source.columns, 'parquet', {}, none)) -%}
     {%- endif -%}
 {% endmacro %}
 
@@ -53,7 +58,8 @@
     {%- set location = node.config.location_root ~ '/' ~ node.alias -%}
     {%- set existing = adapter.get_relation(
         database=none, schema=node.schema, identifier=node.alias) -%}
-    {%- if existing is not none and table_location(relation) == canonical_location(location) -%}
+    {%- if existing is not none
+        and table_details(relation).location == canonical_location(location) -%}
         {{ return('') }}
     {%- endif -%}
     {%- if existing is not none -%}
@@ -67,13 +73,18 @@
 {% endmacro %}
 
 
-{#- Where the metastore says a table's files are, spelled as `canonical_location` spells it. -#}
-{% macro table_location(relation) %}
-    {%- set rows = run_query('describe table extended ' ~ relation) -%}
-    {%- for row in rows if row[0] == 'Location' -%}
-        {{ return(canonical_location(row[1])) }}
+{#- Where the metastore says a table's files are (spelled as canonical_location spells it) and
+    in which format. -#}
+{% macro table_details(relation) %}
+    {%- set details = {'location': '', 'provider': ''} -%}
+    {%- for row in run_query('describe table extended ' ~ relation) -%}
+        {%- if row[0] == 'Location' -%}
+            {%- do details.update({'location': canonical_location(row[1])}) -%}
+        {%- elif row[0] == 'Provider' -%}
+            {%- do details.update({'provider': row[1] | lower}) -%}
+        {%- endif -%}
     {%- endfor -%}
-    {{ return('') }}
+    {{ return(details) }}
 {% endmacro %}
 
 
