@@ -276,6 +276,7 @@ def stack_env(config: StackConfig, airflow_db: str) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": config.mlflow_url,
         "SPARK_REMOTE": config.spark_remote,
         "CHURNFLOW_SPARK_DIR": str(config.spark_dir),
+        "CHURNFLOW_DBT_STATE_DIR": str(config.home / "dbt"),
         "PYSPARK_PYTHON": sys.executable,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "CHURNFLOW_HOME": str(config.home),
