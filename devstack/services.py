@@ -512,10 +512,28 @@ def down(config: StackConfig, log: Callable[[str], None] = print, timeout_s: flo
             _wait_until(lambda pid=pid: not _group_alive(pid), timeout_s, f"{service} to stop")
         except StackError:
             _signal_group(pid, signal.SIGKILL)
+        # Task supervisors move to process groups of their own but stay in the service's
+        # session (it was started with a new one): end whatever is left of it.
+        for member in session_members(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGKILL)
         pid_file.unlink(missing_ok=True)
         log(f"stopped {service}")
     if stop_embedded_db(config):
         log("stopped embedded PostgreSQL")
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids whose session id is `sid` (Linux /proc; empty elsewhere)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

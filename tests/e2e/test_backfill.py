@@ -22,6 +22,7 @@ from devstack.services import (
     StackConfig,
     admin_password,
     down,
+    session_members,
     status,
     throwaway_config,
     up,
@@ -131,4 +132,5 @@ def test_backfill_of_three_days_through_the_real_scheduler(stack: StackConfig) -
     assert any("already running" in line for line in messages)
     down(stack, log=lambda _: None)
     assert set(status(stack).values()) == {None}
+    assert [session_members(pid) for pid in pids.values() if pid] == [[]] * len(AIRFLOW_SERVICES)
     assert not (stack.pgdata / "postmaster.pid").exists()
