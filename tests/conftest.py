@@ -37,3 +37,13 @@ def run_cli(*args: str, lake: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CHURNFLOW, *args], capture_output=True, text=True, env=env, check=False, timeout=300
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_spark_at_the_end() -> Iterator[None]:
+    """Stop a local Spark session the tests created, before the interpreter tears down logging."""
+    yield
+    from churnflow.spark import get_spark
+
+    if get_spark.cache_info().currsize:
+        get_spark().stop()
