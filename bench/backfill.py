@@ -44,11 +44,19 @@ FIXED_COSTS = {
 def fixed_costs(env: dict[str, str], repeats: int) -> None:
     print(f"\nfixed cost per step (median of {repeats} fresh processes):")
     for label, code in FIXED_COSTS.items():
+        # From a file, not `-c`: pyspark's connect module exits early when __main__ has none.
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as probe:
+            probe.write(f"{code}\nprint('probe-done')\n")
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+            out = subprocess.run(
+                [sys.executable, probe.name], env=env, check=True, capture_output=True, text=True
+            ).stdout
             times.append(time.perf_counter() - started)
+            if "probe-done" not in out:
+                raise RuntimeError(f"probe {label!r} exited before its end")
+        Path(probe.name).unlink()
         print(f"  {label:44} {statistics.median(times):6.2f} s")
 
 
