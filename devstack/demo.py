@@ -20,8 +20,9 @@ from rich.table import Table
 from devstack.api import TERMINAL_STATES, AirflowClient, count_states
 from devstack.services import StackConfig, admin_password, up
 
-# The daily pipeline DAGs, in the order they depend on each other.
-DEMO_DAGS = ("churn_landing_check", "churn_features")
+# The daily pipeline DAGs the demo backfills. churn_features joins once its backfill meets the
+# per-day budget of issue 4 (about 28 s a day now: 60 days would make the demo ~30 minutes).
+DEMO_DAGS = ("churn_landing_check",)
 
 
 @dataclass(frozen=True)
