@@ -45,13 +45,13 @@ from typing import TYPE_CHECKING
 from churnflow.errors import DataError, LandingError
 from churnflow.lake import RAW_ORDERS, partition_path, replace_partition
 from churnflow.landing import REQUIRED_ORDER_COLUMNS, FileSummary, check_landing
+from churnflow.settings import DEFAULT_MAX_REJECT_SHARE
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 SILVER_ORDERS = "silver/orders"
 QUARANTINE_ORDERS = "quarantine/orders"
-DEFAULT_MAX_REJECT_SHARE = 0.01
 MAX_REJECT_SHARE_ENV = "CHURNFLOW_MAX_REJECT_SHARE"
 # The silver contract: column -> Spark type, in this order.
 SILVER_COLUMNS = {

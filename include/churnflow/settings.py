@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from churnflow.errors import ConfigError
 
+DEFAULT_MAX_REJECT_SHARE = 0.01
+
 
 class Settings(BaseSettings):
     """Task-side configuration; every field has a local default so a laptop needs none."""
@@ -23,7 +25,7 @@ class Settings(BaseSettings):
     )
 
     max_reject_share: float = Field(
-        default=0.01,
+        default=DEFAULT_MAX_REJECT_SHARE,
         ge=0.0,
         le=1.0,
         description="Largest share of a day's raw orders that ingest may reject before it fails.",
