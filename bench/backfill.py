@@ -9,21 +9,24 @@ processes. Run: `.venv/bin/python bench/backfill.py [--days 30]`.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from devstack.api import TERMINAL_STATES, AirflowClient, count_states  # noqa: E402
-from devstack.services import admin_password, down, throwaway_config, up  # noqa: E402
+from devstack.services import PIPELINE_SERVICES, admin_password, down, throwaway_config, up  # noqa: E402
 
 DAG_ID = "churn_features"
+CHAIN_TASK = "build_features"
 FIXED_COSTS = {
     "python + churnflow CLI (--version)": "import churnflow.cli",
     "import pyspark.sql (Connect client)": "import pyspark.sql.connect.session",
@@ -60,6 +63,40 @@ def fixed_costs(env: dict[str, str], repeats: int) -> None:
         print(f"  {label:44} {statistics.median(times):6.2f} s")
 
 
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def task_durations(client: AirflowClient, runs: list[dict[str, Any]]) -> None:
+    """Where a day's time goes: each task's run time, and the waits around the daily chain.
+
+    `build_features` of day N waits for day N-1's (depends_on_past), so the backfill's pace is
+    its run time plus the gap between one day's end and the next day's start: the scheduler
+    noticing, queueing, and the task process starting.
+    """
+    seconds: dict[str, list[float]] = {}
+    chain: list[tuple[datetime, datetime, datetime | None]] = []
+    for run in sorted(runs, key=lambda r: r["logical_date"]):
+        for ti in client.task_instances(DAG_ID, run["dag_run_id"]):
+            if ti.get("duration") is not None:
+                seconds.setdefault(ti["task_id"], []).append(float(ti["duration"]))
+            start, end = _time(ti.get("start_date")), _time(ti.get("end_date"))
+            if ti["task_id"] == CHAIN_TASK and start and end:
+                chain.append((start, end, _time(ti.get("queued_when"))))
+    print("\ntask run time (median over days):")
+    for task_id, values in seconds.items():
+        print(f"  {task_id:44} {statistics.median(values):6.2f} s")
+    print(f"  {'sum of medians per day':44} {sum(map(statistics.median, seconds.values())):6.2f} s")
+    gaps = [(nxt[0] - prev[1]).total_seconds() for prev, nxt in itertools.pairwise(chain)]
+    queued = [(start - q).total_seconds() for start, _end, q in chain if q is not None]
+    if gaps:
+        label = f"{CHAIN_TASK}: day N ends -> day N+1 starts"
+        print(f"  {label:44} {statistics.median(gaps):6.2f} s")
+    if queued:
+        label = f"{CHAIN_TASK}: queued -> running"
+        print(f"  {label:44} {statistics.median(queued):6.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=30)
@@ -70,9 +107,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="churnflow-bench-") as home:
         config = throwaway_config(Path(home))
-        services = ("spark", "api-server", "scheduler", "dag-processor", "triggerer")
         try:
-            env = up(config, services)
+            env = up(config, PIPELINE_SERVICES)
             last = date.today() - timedelta(days=1)
             first = last - timedelta(days=args.days - 1)
             raw_start = first - timedelta(days=args.history_days)
@@ -100,6 +136,7 @@ def main() -> None:
                 f"max_active_runs {args.max_active_runs}: {wall:.0f} s wall, "
                 f"{wall / args.days:.1f} s per day; states {count_states(runs)}"
             )
+            task_durations(client, runs)
             fixed_costs({**env, "PATH": env["PATH"]}, args.repeats)
         finally:
             down(config, log=lambda _: None)

@@ -1,4 +1,5 @@
-"""The local stack: metadata database, Airflow's four services and an MLflow server.
+"""The local stack: metadata database, Spark Connect, the step server, Airflow's four services
+and an MLflow server.
 
 Everything it writes lives under one state folder (`CHURNFLOW_HOME`, default `.churnflow/` at
 the repository root). The metadata database is an embedded PostgreSQL (from the
@@ -9,12 +10,15 @@ not an option: it locks up under a backfill (shared/TRAPS.md).
 Each service runs in its own process group with its log in `<state>/logs/<service>.log` and its
 pid in `<state>/run/<service>.pid`, so `up` can reuse what is running and `down` can stop
 exactly what `up` started. Readiness is polled from the health endpoints, never slept for.
+The step server (`churnflow step-server`) is what the local runner forks `churnflow` steps
+from, so that a step does not pay the imports of Spark, dbt and Great Expectations.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -23,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +37,17 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
-ALL_SERVICES = ("spark", *AIRFLOW_SERVICES, "mlflow")
+# `steps` is the step server the local runner forks steps from (churnflow.step_server).
+ALL_SERVICES = ("spark", "steps", *AIRFLOW_SERVICES, "mlflow")
+# What running the pipelines needs (MLflow aside).
+PIPELINE_SERVICES = ("spark", "steps", *AIRFLOW_SERVICES)
+# The local Spark server runs many small queries, each planned and code-generated afresh: with
+# the JVM's default tiered JIT, C2 compilation took half of the server's CPU during a backfill
+# (2 cores). C1 only, with room in the code cache so it does not churn, halved the server's CPU
+# for the same days (bench/backfill.py; TRAPS.md). Production Spark keeps the JVM defaults.
+SPARK_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=384m"
+# Unix socket paths are limited to about 104 bytes (macOS) or 108 (Linux).
+_MAX_SOCKET_PATH = 100
 START_TIMEOUT_S = 240.0
 
 
@@ -99,6 +114,15 @@ class StackConfig:
     @property
     def spark_dir(self) -> Path:
         return self.home / "spark"
+
+    @property
+    def step_socket(self) -> Path:
+        """The step server's socket: in the run folder, or in /tmp when that path is too long."""
+        path = self.run_dir / "steps.sock"
+        if len(str(path)) <= _MAX_SOCKET_PATH:
+            return path
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"churnflow-steps-{digest}.sock"
 
     @property
     def uses_embedded_db(self) -> bool:
@@ -278,6 +302,7 @@ def stack_env(config: StackConfig, airflow_db: str) -> dict[str, str]:
         "SPARK_REMOTE": config.spark_remote,
         "CHURNFLOW_SPARK_DIR": str(config.spark_dir),
         "CHURNFLOW_DBT_STATE_DIR": str(config.home / "dbt"),
+        "CHURNFLOW_STEP_SERVER": str(config.step_socket),
         "PYSPARK_PYTHON": sys.executable,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "CHURNFLOW_HOME": str(config.home),
@@ -298,6 +323,8 @@ def service_argv(config: StackConfig, service: str) -> list[str]:
         ]  # fmt: skip
     if service == "spark":
         return spark_connect_argv(config)
+    if service == "steps":
+        return [str(bin_dir / "churnflow"), "step-server", "--socket", str(config.step_socket)]
     if service == "api-server":
         return [str(bin_dir / "airflow"), "api-server", "--workers", "1"]
     return [str(bin_dir / "airflow"), service]
@@ -314,13 +341,14 @@ def spark_connect_argv(config: StackConfig) -> list[str]:
     spark_home = Path(pyspark.__file__).parent
     derby = f"jdbc:derby:;databaseName={config.spark_dir / 'metastore_db'};create=true"
     memory = os.environ.get("CHURNFLOW_SPARK_DRIVER_MEMORY", "3g")
+    java_options = os.environ.get("CHURNFLOW_SPARK_JAVA_OPTIONS", SPARK_JAVA_OPTIONS)
     settings = {
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(config.spark_port),
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": str(config.spark_dir / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": derby,
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.spark_dir}",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.spark_dir} {java_options}",
         "spark.sql.shuffle.partitions": "8",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
@@ -357,6 +385,18 @@ def spark_healthy(config: StackConfig) -> bool:
         check=False,
     )
     return result.returncode == 0
+
+
+def steps_healthy(config: StackConfig) -> bool:
+    """The step server listens once its imports are done."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(config.step_socket))
+        except OSError:
+            return False
+    return True
 
 
 def _service_env(service: str, env: Mapping[str, str], mlflow_db: str) -> dict[str, str]:
@@ -417,6 +457,8 @@ def _wait_healthy(config: StackConfig, services: Iterable[str]) -> None:
     checks: list[tuple[str, Callable[[StackConfig], bool]]] = []
     if "spark" in services:
         checks.append(("spark", spark_healthy))
+    if "steps" in services:
+        checks.append(("steps", steps_healthy))
     if any(s in AIRFLOW_SERVICES for s in services):
         checks.append(("airflow", airflow_healthy))
     if "mlflow" in services:

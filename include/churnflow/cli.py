@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
+from pathlib import Path
 
 from churnflow.errors import ChurnflowError, ConfigError
 
@@ -72,6 +73,12 @@ def _validate(args: argparse.Namespace) -> None:
     print(run_validate(args.ds, args.suite))
 
 
+def _step_server(args: argparse.Namespace) -> None:
+    from churnflow.step_server import run_server
+
+    run_server(args.socket)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from churnflow import __version__
     from churnflow.generate import Defect
@@ -103,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         per_day[name] = commands.add_parser(name, help=help_text)
         per_day[name].add_argument("--ds", type=_day, required=True)
         per_day[name].set_defaults(handler=handler)
+    server = commands.add_parser(
+        "step-server", help="run local steps as forks of a preloaded process (`make up`)"
+    )
+    server.add_argument("--socket", type=Path, required=True, help="Unix socket to listen on")
+    server.set_defaults(handler=_step_server)
     suites = ["silver_orders", "customer_features"]
     per_day["validate"].add_argument("--suite", required=True, choices=suites)
     return parser

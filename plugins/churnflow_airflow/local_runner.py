@@ -3,6 +3,12 @@
 The subprocess gets its own process group, so a timeout, a task kill from the UI or a
 failure of the worker ends the step and everything it started (Spark JVMs, dbt threads):
 nothing is orphaned. Output is streamed line by line into the task log while it runs.
+
+When `CHURNFLOW_STEP_SERVER` names the socket of a running step server (the local stack
+starts one), `churnflow` steps are forked from that server instead of started fresh: same
+argv, environment, working directory, output and process group, without paying the imports of
+Spark, dbt and Great Expectations on every step (`churnflow.step_server`). If the server does
+not answer, the step runs as a plain subprocess.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -40,7 +46,17 @@ def resolve_executable(name: str) -> str:
     return found
 
 
-def terminate_group(process: subprocess.Popen[Any], grace_s: float) -> None:
+class StepProcess(Protocol):
+    """What the runner needs of a step's process: a `subprocess.Popen` or a served step."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+
+def terminate_group(process: StepProcess, grace_s: float) -> None:
     """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
@@ -84,26 +100,17 @@ class LocalStepOperator(BaseOperator):
         self.argv = list(argv)
         self.env = dict(env or {})
         self.grace_period_s = grace_period_s
-        self._process: subprocess.Popen[str] | None = None
+        self._process: StepProcess | None = None
 
     def execute(self, context: Any) -> None:
         argv = [str(arg) for arg in self.argv]
-        command = [resolve_executable(argv[0]), *argv[1:]]
         self.log.info("running: %s", shlex.join(argv))
         tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self._process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-        )
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self._process, output = self._start(argv, env)
         # The pump thread forwards output; the main thread waits for the leader only, since a
         # background child holding the pipe open must not keep the task running.
-        pump = threading.Thread(target=self._forward_output, args=(tail,), daemon=True)
+        pump = threading.Thread(target=self._forward_output, args=(output, tail), daemon=True)
         pump.start()
         try:
             code = self._process.wait()
@@ -121,12 +128,51 @@ class LocalStepOperator(BaseOperator):
                 raise AirflowFailException(message)
             raise AirflowException(message)
 
-    def _forward_output(self, tail: deque[str]) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        for raw_line in self._process.stdout:
-            line = raw_line.rstrip("\n")
-            tail.append(line)
-            self.log.info("%s", line)
+    def _start(self, argv: list[str], env: dict[str, str]) -> tuple[StepProcess, IO[str]]:
+        """The step's process and the stream of its output (stdout and stderr together)."""
+        server = os.environ.get("CHURNFLOW_STEP_SERVER")
+        if server and argv[0] == "churnflow":
+            served = self._start_served(server, argv, env)
+            if served is not None:
+                return served
+        process = subprocess.Popen(
+            [resolve_executable(argv[0]), *argv[1:]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+            env=env,
+        )
+        assert process.stdout is not None
+        return process, process.stdout
+
+    def _start_served(
+        self, server: str, argv: list[str], env: dict[str, str]
+    ) -> tuple[StepProcess, IO[str]] | None:
+        from churnflow.step_server import start_step
+
+        read_fd, write_fd = os.pipe()
+        try:
+            with Path(os.devnull).open("rb") as devnull:
+                stdio = (devnull.fileno(), write_fd, write_fd)
+                process = start_step(server, argv[1:], env, Path.cwd(), stdio)
+        except OSError as err:
+            os.close(read_fd)
+            self.log.warning("step server %s not usable (%s); starting a subprocess", server, err)
+            return None
+        finally:
+            os.close(write_fd)
+        self.log.info("forked from the step server as pid %d", process.pid)
+        return process, os.fdopen(read_fd, encoding="utf-8", errors="replace")
+
+    def _forward_output(self, output: IO[str], tail: deque[str]) -> None:
+        with output:
+            for raw_line in output:
+                line = raw_line.rstrip("\n")
+                tail.append(line)
+                self.log.info("%s", line)
 
     def on_kill(self) -> None:
         if self._process is not None and self._process.poll() is None:

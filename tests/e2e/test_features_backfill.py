@@ -12,7 +12,7 @@ import pytest
 
 from devstack.api import TERMINAL_STATES, AirflowClient
 from devstack.services import (
-    AIRFLOW_SERVICES,
+    PIPELINE_SERVICES,
     StackConfig,
     admin_password,
     down,
@@ -45,7 +45,7 @@ def test_backfill_builds_silver_features_and_data_docs_for_every_day(stack: Stac
         )
         assert generated.returncode == 0, generated.stderr
 
-    up(stack, ("spark", *AIRFLOW_SERVICES), log=lambda _: None)
+    up(stack, PIPELINE_SERVICES, log=lambda _: None)
     client = AirflowClient(stack.airflow_url, "admin", admin_password(stack))
     client.wait_for_dag(DAG_ID)
     client.unpause(DAG_ID)
@@ -85,3 +85,9 @@ def test_backfill_builds_silver_features_and_data_docs_for_every_day(stack: Stac
         assert (features["days_since_last_order"] <= 89).all()
     for suite in ("silver_orders", "customer_features"):
         assert (lake / "reports" / "gx" / suite / "index.html").exists()
+    # Every step was forked from the step server, none started as a fresh process.
+    served = (stack.logs / "steps.log").read_text()
+    for offset in range(days):
+        ds = (FIRST + timedelta(days=offset)).isoformat()
+        for command in ("ingest", "features", "validate"):
+            assert f"churnflow {command} --ds {ds}" in served, (command, ds)

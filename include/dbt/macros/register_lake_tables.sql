@@ -1,7 +1,10 @@
 {#- The lake is the source of truth; the metastore is only a cache of it. On every run this
-    registers the lake's datasets as external tables (columns and types from the .yml files) and
-    finds their partitions, so a fresh metastore (a new pod, a lost Derby folder) rebuilds itself
-    from the lake instead of dbt trying to create tables over existing data.
+    checks that the lake's datasets are registered as external tables (columns and types from the
+    .yml files) with the partitions the lake has, so a fresh metastore (a new pod, a lost Derby
+    folder) rebuilds itself from the lake instead of dbt trying to create tables over existing
+    data. The check is cheap when nothing changed (one listing per schema, which dbt does anyway,
+    and one `show partitions` per source); tables are created, and partitions repaired, only
+    when they differ from the lake.
 
     Sources: `meta.external` gives the folder under the lake and the file format, or the var that
     names the format (`format_var`) for an optional dataset; when that var is empty the dataset
@@ -31,24 +34,41 @@
     {%- set file_format = var(external.format_var) if external.get('format_var')
         else external.format -%}
     {%- set options = external.get('csv_options', {}) if file_format == 'csv' else {} -%}
-    {%- do run_query('create schema if not exists ' ~ source.schema) -%}
+    {%- set existing = adapter.get_relation(
+        database=none, schema=source.schema, identifier=source.identifier) -%}
     {%- if file_format -%}
         {%- set location = var('lake') ~ '/' ~ external.location -%}
-        {%- set existing = adapter.get_relation(
-            database=none, schema=source.schema, identifier=source.identifier) -%}
         {%- if existing is not none -%}
-            {%- set details = table_details(relation) -%}
+            {%- set details = table_details(existing) -%}
             {%- if details.location != canonical_location(location)
                 or details.provider != file_format -%}
                 {%- do run_query('drop table ' ~ relation) -%}
+                {%- set existing = none -%}
             {%- endif -%}
         {%- endif -%}
-        {%- do run_query(table_ddl(relation, source.columns, file_format, options, location)) -%}
-        {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
+        {%- if existing is none -%}
+            {%- do run_query('create schema if not exists ' ~ source.schema) -%}
+            {%- do run_query(table_ddl(relation, source.columns, file_format, options, location)) -%}
+            {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
+        {%- elif partitions_fingerprint(relation)
+            != var('lake_partitions', {}).get(external.location) -%}
+            {#- The folders on disk (fingerprinted by churnflow.features) differ from the
+                partitions the metastore knows: a new day, or one removed. -#}
+            {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
+        {%- endif -%}
     {%- else -%}
+        {%- do run_query('create schema if not exists ' ~ source.schema) -%}
         {%- do run_query('drop table if exists ' ~ relation) -%}
         {%- do run_query(table_ddl(relation, source.columns, 'parquet', {}, none)) -%}
     {%- endif -%}
+{% endmacro %}
+
+
+{#- md5 of the table's partition names (`ds=YYYY-MM-DD`), sorted, one per line: what
+    churnflow.features computes from the lake's folders, so equal means nothing to repair. -#}
+{% macro partitions_fingerprint(relation) %}
+    {%- set names = run_query('show partitions ' ~ relation).columns[0].values() | sort -%}
+    {{ return(local_md5(names | join('\n'))) }}
 {% endmacro %}
 
 
@@ -59,7 +79,7 @@
     {%- set existing = adapter.get_relation(
         database=none, schema=node.schema, identifier=node.alias) -%}
     {%- if existing is not none
-        and table_details(relation).location == canonical_location(location) -%}
+        and table_details(existing).location == canonical_location(location) -%}
         {{ return('') }}
     {%- endif -%}
     {%- if existing is not none -%}
@@ -74,10 +94,20 @@
 
 
 {#- Where the metastore says a table's files are (spelled as canonical_location spells it) and
-    in which format. -#}
+    in which format. dbt-spark's relation cache already holds this (`show table extended`
+    output); only a relation without it costs a `describe`. -#}
 {% macro table_details(relation) %}
     {%- set details = {'location': '', 'provider': ''} -%}
-    {%- for row in run_query('describe table extended ' ~ relation) -%}
+    {%- set information = relation.information if relation.information else '' -%}
+    {%- if information -%}
+        {%- set rows = [] -%}
+        {%- for line in information.split('\n') if ': ' in line -%}
+            {%- do rows.append(line.split(': ', 1)) -%}
+        {%- endfor -%}
+    {%- else -%}
+        {%- set rows = run_query('describe table extended ' ~ relation) -%}
+    {%- endif -%}
+    {%- for row in rows -%}
         {%- if row[0] == 'Location' -%}
             {%- do details.update({'location': canonical_location(row[1])}) -%}
         {%- elif row[0] == 'Provider' -%}
