@@ -1,9 +1,10 @@
 """The feature build for one new day, as the pipeline runs it, against DuckDB on the same data.
 
 Silver orders: 10 million over a year for 200 thousand customers (written straight to the
-silver contract, no ingest). Spark side: `churnflow features --ds D` in a fresh process against
-a warm Spark Connect server, with the incremental state of the days before D in place, as in
-a daily run. DuckDB side: a fresh process computing the same features for D from the same
+silver contract, no ingest). Spark side: `churnflow features --ds D` against a warm Spark
+Connect server, with the incremental state of the days before D in place, as in a daily run;
+forked from the step server as the local runner runs it, and in a fresh process for
+comparison. DuckDB side: a fresh process computing the same features for D from the same
 Parquet files, from scratch. Both are measured for a day with 90 and with 365 days of history,
 side by side in one run, and the two outputs are compared.
 
@@ -134,12 +135,28 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     return time.perf_counter() - started, result.stdout
 
 
-def spark_day(ds: date, env: dict[str, str], repeats: int) -> float:
-    """Median wall time of `churnflow features --ds` in fresh processes (reruns are idempotent)."""
-    walls = [
-        timed(["churnflow", "features", "--ds", ds.isoformat()], env)[0] for _ in range(repeats)
-    ]
-    return statistics.median(walls)
+def served(argv: list[str], env: dict[str, str], socket_path: Path) -> float:
+    """Wall time of `churnflow <argv>` forked from the step server, as the local runner runs it."""
+    from churnflow.step_server import start_step
+
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as output, Path(os.devnull).open("rb") as devnull:
+        stdio = (devnull.fileno(), output.fileno(), output.fileno())
+        code = start_step(socket_path, argv, env, Path.cwd(), stdio).wait()
+        if code != 0:
+            output.seek(0)
+            raise RuntimeError(f"{argv[:3]} failed:\n{output.read().decode()[-3000:]}")
+    return time.perf_counter() - started
+
+
+def spark_day(ds: date, env: dict[str, str], repeats: int) -> tuple[float, float]:
+    """Median wall time of `churnflow features --ds` forked from the step server, and in fresh
+    processes (reruns are idempotent)."""
+    argv = ["features", "--ds", ds.isoformat()]
+    socket_path = Path(env["CHURNFLOW_STEP_SERVER"])
+    forked = [served(argv, env, socket_path) for _ in range(repeats)]
+    fresh = [timed(["churnflow", *argv], env)[0] for _ in range(repeats)]
+    return statistics.median(forked), statistics.median(fresh)
 
 
 def duckdb_day(
@@ -194,7 +211,7 @@ def main() -> None:
         write_silver(lake, args.orders, args.customers, days=366)
         try:
             os.environ.setdefault("CHURNFLOW_SPARK_DRIVER_MEMORY", "6g")
-            env = {**os.environ, **up(config, ("spark",))}
+            env = {**os.environ, **up(config, ("spark", "steps"))}
             env["CHURNFLOW_DBT_STATE_DIR"] = str(Path(home) / "dbt")
             results = []
             for label, ds in (("90 days", day_90), ("365 days", day_365)):
@@ -202,7 +219,7 @@ def main() -> None:
                 catch_up, _ = timed(
                     ["churnflow", "features", "--ds", (ds - timedelta(1)).isoformat()], env
                 )
-                spark_wall = spark_day(ds, env, args.repeats)
+                spark_wall, spark_fresh = spark_day(ds, env, args.repeats)
                 duck_file = Path(home) / f"duckdb-{ds}.parquet"
                 duck_wall, duck_compute, _ = duckdb_day(
                     lake / "silver" / "orders", ds, duck_file, env, args.repeats
@@ -213,6 +230,7 @@ def main() -> None:
                         ds,
                         catch_up,
                         spark_wall,
+                        spark_fresh,
                         duck_wall,
                         duck_compute,
                         compare(lake, ds, duck_file),
@@ -222,20 +240,26 @@ def main() -> None:
             down(config, log=lambda _: None)
     print(
         f"\n{args.orders:,} silver orders over 366 days, {args.customers:,} customers; "
-        f"median of {args.repeats} fresh processes each\n"
+        f"median of {args.repeats} runs each\n"
     )
-    header = ("history", "ds", "spark s", "duckdb s", "ratio", "duckdb query s", "catch-up s")
-    print("{:9} {:11} {:>8} {:>9} {:>6} {:>15} {:>11}".format(*header))
-    for label, ds, catch_up, spark_wall, duck_wall, duck_compute, check in results:
+    header = (
+        "history", "ds", "spark s", "duckdb s", "ratio", "spark fresh s", "duckdb query s",
+        "catch-up s",
+    )  # fmt: skip
+    print("{:9} {:11} {:>8} {:>9} {:>6} {:>14} {:>15} {:>11}".format(*header))
+    for label, ds, catch_up, spark_wall, spark_fresh, duck_wall, duck_compute, check in results:
         print(
             f"{label:9} {ds!s:11} {spark_wall:8.1f} {duck_wall:9.1f} "
-            f"{spark_wall / duck_wall:5.1f}x {duck_compute:15.1f} {catch_up:11.1f}"
+            f"{spark_wall / duck_wall:5.1f}x {spark_fresh:14.1f} {duck_compute:15.1f} "
+            f"{catch_up:11.1f}"
         )
         print(f"          outputs: {check}")
     print(
         "\nspark s: `churnflow features --ds D` (dbt build on a warm Spark Connect server),"
-        " whole process;\nduckdb s: a fresh python process computing the same features from"
-        " scratch and writing Parquet;\ncatch-up s: the one-off build of all days before D"
+        " forked from the step server as the local runner runs it, until it exits;"
+        "\nspark fresh s: the same in a fresh process (imports included);"
+        "\nduckdb s: a fresh python process computing the same features from scratch and"
+        " writing Parquet;\ncatch-up s: the one-off build of all days before D"
         " (not part of a daily run)."
     )
 
