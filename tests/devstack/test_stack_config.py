@@ -1,0 +1,36 @@
+"""Stack settings that decide how services start, without starting them."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from devstack.services import SPARK_JAVA_OPTIONS, StackConfig, service_argv, spark_connect_argv
+
+
+def test_the_step_socket_is_in_the_run_folder(tmp_path: Path) -> None:
+    config = StackConfig(home=tmp_path / "stack")
+    assert config.step_socket == tmp_path / "stack" / "run" / "steps.sock"
+    argv = service_argv(config, "steps")
+    assert argv[1:] == ["step-server", "--socket", str(config.step_socket)]
+
+
+def test_a_socket_path_too_long_for_unix_sockets_moves_to_the_temp_folder(tmp_path: Path) -> None:
+    deep, other = StackConfig(home=tmp_path / ("x" * 120)), StackConfig(home=tmp_path / ("y" * 120))
+    assert deep.step_socket.parent == Path(tempfile.gettempdir())
+    assert len(str(deep.step_socket)) <= 100
+    assert deep.step_socket != other.step_socket  # one socket per stack
+
+
+def test_the_spark_server_jvm_options_default_and_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = StackConfig(home=tmp_path)
+    monkeypatch.delenv("CHURNFLOW_SPARK_JAVA_OPTIONS", raising=False)
+    default = " ".join(spark_connect_argv(config))
+    assert SPARK_JAVA_OPTIONS in default and "-Dderby.system.home=" in default
+    monkeypatch.setenv("CHURNFLOW_SPARK_JAVA_OPTIONS", "-XX:+UseSerialGC")
+    custom = " ".join(spark_connect_argv(config))
+    assert "-XX:+UseSerialGC" in custom and "TieredStopAtLevel" not in custom
