@@ -151,14 +151,14 @@ class LocalStepOperator(BaseOperator):
     def _start_served(
         self, server: str, argv: list[str], env: dict[str, str]
     ) -> tuple[StepProcess, IO[str]] | None:
-        from churnflow.step_server import start_step
-
         read_fd, write_fd = os.pipe()
         try:
+            from churnflow.step_server import start_step
+
             with Path(os.devnull).open("rb") as devnull:
                 stdio = (devnull.fileno(), write_fd, write_fd)
                 process = start_step(server, argv[1:], env, Path.cwd(), stdio)
-        except OSError as err:
+        except (OSError, ImportError) as err:
             os.close(read_fd)
             self.log.warning("step server %s not usable (%s); starting a subprocess", server, err)
             return None
