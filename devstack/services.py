@@ -586,7 +586,26 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
-    return True
+    # A leader started by an earlier `make up` is init's child once it exits; an init that reaps
+    # lazily leaves it a zombie for a while. Zombies have ended: only live members count.
+    states = _group_states(pgid)
+    return states is None or any(state != "Z" for state in states)
+
+
+def _group_states(pgid: int) -> list[str] | None:
+    """Process states (R, S, Z, ...) of a group's members; None where /proc is not there."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    states = []
+    for entry in proc.glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:
+            states.append(fields[0])
+    return states
 
 
 def status(config: StackConfig) -> dict[str, int | None]:
