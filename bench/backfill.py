@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,22 @@ def fixed_costs(env: dict[str, str], repeats: int) -> None:
                 raise RuntimeError(f"probe {label!r} exited before its end")
         Path(probe.name).unlink()
         print(f"  {label:44} {statistics.median(times):6.2f} s")
+    forked = [served_version(env) for _ in range(repeats)]
+    label = "step forked from the step server (--version)"
+    print(f"  {label:44} {statistics.median(forked):6.2f} s")
+
+
+def served_version(env: dict[str, str]) -> float:
+    """Request to exit of the smallest step the step server can run: what a task pays to start."""
+    from churnflow.step_server import start_step
+
+    started = time.perf_counter()
+    with Path(os.devnull).open("rb+") as devnull:
+        fd = devnull.fileno()
+        step = start_step(env["CHURNFLOW_STEP_SERVER"], ["--version"], env, REPO_ROOT, (fd,) * 3)
+        if step.wait() != 0:
+            raise RuntimeError("churnflow --version failed on the step server")
+    return time.perf_counter() - started
 
 
 def _time(text: str | None) -> datetime | None:

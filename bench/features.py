@@ -135,28 +135,34 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     return time.perf_counter() - started, result.stdout
 
 
-def served(argv: list[str], env: dict[str, str], socket_path: Path) -> float:
-    """Wall time of `churnflow <argv>` forked from the step server, as the local runner runs it."""
+def served(argv: list[str], env: dict[str, str], socket_path: Path) -> tuple[float, str]:
+    """Wall time and output of `churnflow <argv>` forked from the step server, as the local
+    runner runs it."""
     from churnflow.step_server import start_step
 
     started = time.perf_counter()
     with tempfile.TemporaryFile() as output, Path(os.devnull).open("rb") as devnull:
         stdio = (devnull.fileno(), output.fileno(), output.fileno())
         code = start_step(socket_path, argv, env, Path.cwd(), stdio).wait()
-        if code != 0:
-            output.seek(0)
-            raise RuntimeError(f"{argv[:3]} failed:\n{output.read().decode()[-3000:]}")
-    return time.perf_counter() - started
+        wall = time.perf_counter() - started
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    if code != 0:
+        raise RuntimeError(f"{argv[:3]} failed:\n{text[-3000:]}")
+    return wall, text
 
 
-def spark_day(ds: date, env: dict[str, str], repeats: int) -> tuple[float, float]:
-    """Median wall time of `churnflow features --ds` forked from the step server, and in fresh
-    processes (reruns are idempotent)."""
+def spark_day(ds: date, env: dict[str, str], repeats: int) -> tuple[float, float, str]:
+    """Median wall time of `churnflow features --ds` forked from the step server and in fresh
+    processes (reruns are idempotent), and the step's own account of its dbt nodes."""
     argv = ["features", "--ds", ds.isoformat()]
     socket_path = Path(env["CHURNFLOW_STEP_SERVER"])
     forked = [served(argv, env, socket_path) for _ in range(repeats)]
     fresh = [timed(["churnflow", *argv], env)[0] for _ in range(repeats)]
-    return statistics.median(forked), statistics.median(fresh)
+    breakdown = next(
+        (line for line in forked[-1][1].splitlines() if line.startswith("dbt build")), ""
+    )
+    return statistics.median(w for w, _ in forked), statistics.median(fresh), breakdown
 
 
 def duckdb_day(
@@ -219,7 +225,7 @@ def main() -> None:
                 catch_up, _ = timed(
                     ["churnflow", "features", "--ds", (ds - timedelta(1)).isoformat()], env
                 )
-                spark_wall, spark_fresh = spark_day(ds, env, args.repeats)
+                spark_wall, spark_fresh, breakdown = spark_day(ds, env, args.repeats)
                 duck_file = Path(home) / f"duckdb-{ds}.parquet"
                 duck_wall, duck_compute, _ = duckdb_day(
                     lake / "silver" / "orders", ds, duck_file, env, args.repeats
@@ -234,6 +240,7 @@ def main() -> None:
                         duck_wall,
                         duck_compute,
                         compare(lake, ds, duck_file),
+                        breakdown,
                     )
                 )
         finally:
@@ -247,13 +254,14 @@ def main() -> None:
         "catch-up s",
     )  # fmt: skip
     print("{:9} {:11} {:>8} {:>9} {:>6} {:>14} {:>15} {:>11}".format(*header))
-    for label, ds, catch_up, spark_wall, spark_fresh, duck_wall, duck_compute, check in results:
+    for row in results:
+        label, ds, catch_up, spark_wall, spark_fresh, duck_wall, duck_compute, check, dbt = row
         print(
             f"{label:9} {ds!s:11} {spark_wall:8.1f} {duck_wall:9.1f} "
             f"{spark_wall / duck_wall:5.1f}x {spark_fresh:14.1f} {duck_compute:15.1f} "
             f"{catch_up:11.1f}"
         )
-        print(f"          outputs: {check}")
+        print(f"          outputs: {check}\n          spark step: {dbt}")
     print(
         "\nspark s: `churnflow features --ds D` (dbt build on a warm Spark Connect server),"
         " forked from the step server as the local runner runs it, until it exits;"

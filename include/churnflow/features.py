@@ -71,6 +71,12 @@ class FeaturesResult:
     location: str
     seconds: float
     node_seconds: dict[str, float] = field(default_factory=dict)
+    dbt_seconds: float = 0.0
+
+    def slowest_nodes(self, count: int = 3) -> str:
+        """`name 1.6, name 1.2, ...`: where a slow day went, for the task log."""
+        ranked = sorted(self.node_seconds.items(), key=lambda item: -item[1])[:count]
+        return ", ".join(f"{name} {seconds:.1f}" for name, seconds in ranked)
 
 
 def lake_uri(lake: Path | str) -> str:
@@ -250,9 +256,11 @@ def build_features(
             for dataset in (SILVER_ORDERS, RAW_CUSTOMERS)
         },
     }
+    dbt_started = time.perf_counter()
     outcome = _invoke_dbt(
         settings, ["build", "--select", SELECTION, "--vars", json.dumps(dbt_vars)]
     )
+    dbt_seconds = time.perf_counter() - dbt_started
     node_seconds = _check_result(outcome, ds, root, spark, settings.state_dir / "logs")
     location = f"{root}/{FEATURES}/ds={ds.isoformat()}"
     return FeaturesResult(
@@ -261,15 +269,17 @@ def build_features(
         location=location,
         seconds=round(time.perf_counter() - started, 2),
         node_seconds=node_seconds,
+        dbt_seconds=round(dbt_seconds, 2),
     )
 
 
 def run_features(ds: date) -> str:
-    """The CLI step: build the day's features in the configured lake; one line for the log."""
+    """The CLI step: build the day's features in the configured lake; two lines for the log."""
     from churnflow.settings import get_settings
 
     result = build_features(get_settings().lake, ds)
     return (
         f"features ds={ds}: {result.rows} active customers written to {result.location} "
-        f"in {result.seconds:.1f} s"
+        f"in {result.seconds:.1f} s\n"
+        f"dbt build {result.dbt_seconds:.1f} s; slowest nodes (s): {result.slowest_nodes()}"
     )

@@ -227,6 +227,7 @@ def test_rerunning_a_day_gives_identical_rows_and_no_duplicates(
     again = read_features(env.lake, DAYS[1])
     pd.testing.assert_frame_equal(again, three_days[DAYS[1]])
     assert f"{len(again)} active customers" in summary
+    assert "slowest nodes (s): " in summary  # where the time went, in the task log
 
 
 def test_features_of_a_day_do_not_change_when_later_days_are_built(
