@@ -299,7 +299,16 @@ class StepServer:
             conn.close()
             return
         ready_r, ready_w = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as err:  # out of memory or processes: this step fails, the server stays
+            _log(f"fork failed: {err}")
+            for fd in (*stdio, ready_r, ready_w):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"error": f"fork failed: {err}"}).encode() + b"\n")
+            conn.close()
+            return
         if pid == 0:
             self._close_in_child(conn, ready_r)
             _become_step(request, stdio, ready_w)
