@@ -560,17 +560,32 @@ def down(config: StackConfig, log: Callable[[str], None] = print, timeout_s: flo
         log("stopped embedded PostgreSQL")
 
 
-def session_members(sid: int) -> list[int]:
-    """Pids whose session id is `sid` (Linux /proc; empty elsewhere)."""
-    members = []
-    for entry in Path("/proc").glob("[0-9]*"):
+@dataclass(frozen=True)
+class _ProcessEntry:
+    pid: int
+    state: str  # R, S, Z, ...
+    pgid: int
+    sid: int
+
+
+def _process_table() -> list[_ProcessEntry] | None:
+    """Every process's state, group and session (Linux /proc); None where there is no /proc."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    table = []
+    for entry in proc.glob("[0-9]*"):
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[3]) == sid:
-            members.append(int(entry.name))
-    return members
+        table.append(_ProcessEntry(int(entry.name), fields[0], int(fields[2]), int(fields[3])))
+    return table
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids whose session id is `sid` (Linux /proc; empty elsewhere)."""
+    return [entry.pid for entry in _process_table() or [] if entry.sid == sid]
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -588,24 +603,8 @@ def _group_alive(pgid: int) -> bool:
         return False
     # A leader started by an earlier `make up` is init's child once it exits; an init that reaps
     # lazily leaves it a zombie for a while. Zombies have ended: only live members count.
-    states = _group_states(pgid)
-    return states is None or any(state != "Z" for state in states)
-
-
-def _group_states(pgid: int) -> list[str] | None:
-    """Process states (R, S, Z, ...) of a group's members; None where /proc is not there."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    states = []
-    for entry in proc.glob("[0-9]*"):
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid:
-            states.append(fields[0])
-    return states
+    table = _process_table()
+    return table is None or any(e.pgid == pgid and e.state != "Z" for e in table)
 
 
 def status(config: StackConfig) -> dict[str, int | None]:
