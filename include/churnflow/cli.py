@@ -24,7 +24,7 @@ def _day(text: str) -> date:
 
 def _generate(args: argparse.Namespace) -> None:
     from churnflow.generate import Defect, GenerateRequest, generate
-    from churnflow.settings import get_settings
+    from churnflow.lake import Lake
 
     request = GenerateRequest(
         start=args.start,
@@ -36,19 +36,19 @@ def _generate(args: argparse.Namespace) -> None:
         defect_ds=args.defect_ds,
         file_format=args.format,
     )
-    lake = get_settings().lake_path()
+    lake = Lake.from_settings()
     counts = generate(request, lake, progress=not args.quiet)
     print(
         f"wrote {counts['days']} day(s) of raw orders ({counts['orders']} orders, "
-        f"{counts['customers']} customer rows) under {lake}"
+        f"{counts['customers']} customer rows) under {lake.root}"
     )
 
 
 def _check_landing(args: argparse.Namespace) -> None:
+    from churnflow.lake import Lake
     from churnflow.landing import check_landing
-    from churnflow.settings import get_settings
 
-    summary = check_landing(get_settings().lake_path(), args.ds)
+    summary = check_landing(Lake.from_settings(), args.ds)
     for item in summary.files:
         print(f"{item.path.name}: {item.rows} rows")
     files = len(summary.files)

@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 
 from churnflow.errors import ConfigError
-from churnflow.lake import RAW_CUSTOMERS, RAW_ORDERS, partition_path, remove_partition
-from churnflow.lake import replace_partition as staged_partition
+from churnflow.lake import RAW_CUSTOMERS, RAW_ORDERS, Lake
 
 ORDER_COLUMNS = ["order_id", "customer_id", "order_ts", "amount", "items", "currency"]
 CUSTOMER_COLUMNS = ["customer_id", "signup_date", "country", "channel"]
@@ -216,20 +215,22 @@ def _write(frame: pd.DataFrame, folder: Path, file_format: str) -> None:
 
 
 def write_orders_partition(
-    lake: Path, day: date, frame: pd.DataFrame | None, file_format: str
+    lake: Lake, day: date, frame: pd.DataFrame | None, file_format: str
 ) -> Path:
     """Replace one orders partition whole; `None` writes a single zero-byte file."""
-    target = partition_path(lake, RAW_ORDERS, day)
-    with staged_partition(target) as staging:
+    with lake.publishing(RAW_ORDERS, day) as staging:
         if frame is None:
             (staging / f"part-00000.{file_format}").touch()
         else:
             _write(frame, staging, file_format)
-    return target
+    return lake.partition_path(RAW_ORDERS, day)
 
 
-def generate(request: GenerateRequest, lake: Path, *, progress: bool = True) -> dict[str, int]:
+def generate(
+    request: GenerateRequest, lake: Lake | Path, *, progress: bool = True
+) -> dict[str, int]:
     """Write every day of the request; returns counts for the summary line."""
+    lake = Lake.of(lake)
     from rich.progress import track
 
     request.validate()
@@ -240,10 +241,10 @@ def generate(request: GenerateRequest, lake: Path, *, progress: bool = True) -> 
         defect = request.defect if day == request.defect_ds else None
         orders = orders_for_day(request, population, day)
         customers = customers_for_day(request, population, day)
-        with staged_partition(partition_path(lake, RAW_CUSTOMERS, day)) as staging:
+        with lake.publishing(RAW_CUSTOMERS, day) as staging:
             _write(customers, staging, request.file_format)
         if defect is Defect.MISSING_PARTITION:
-            remove_partition(partition_path(lake, RAW_ORDERS, day))
+            lake.remove(RAW_ORDERS, day)
         elif defect is Defect.EMPTY_FILE:
             write_orders_partition(lake, day, None, request.file_format)
         else:

@@ -26,8 +26,9 @@ with the rule it broke. Choices worth knowing:
   parallel listing job for more than 32 folders cost 2-10 s here, the driver milliseconds.
 - Quarantine is written (replaced whole, empty when nothing was rejected) as soon as rows are
   classified, so people can see the rejects even when the step then fails on the reject
-  share. Silver is written last, only when every check passed, through
-  `replace_partition`: on any failure the day's silver partition is left exactly as it was.
+  share. Silver is written last, through the lake's write-audit-publish: staged, checked by
+  the `silver_orders` Great Expectations suite while still invisible to readers, and only
+  then swapped in; on any failure the day's silver partition is left exactly as it was.
 - The session's time zone is set to UTC: timestamps without an offset are UTC by contract,
   and "falls on D" is the UTC date. The raw and classified rows are cached for the four jobs
   (id range, counts, quarantine, silver) and freed at the end, since a Connect server lives on.
@@ -36,22 +37,20 @@ with the rule it broke. Choices worth knowing:
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import reduce
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from churnflow.errors import DataError, LandingError
-from churnflow.lake import RAW_ORDERS, partition_path, replace_partition
+from churnflow.lake import QUARANTINE_ORDERS, RAW_ORDERS, SILVER_ORDERS, Lake
 from churnflow.landing import REQUIRED_ORDER_COLUMNS, FileSummary, check_landing
 from churnflow.settings import DEFAULT_MAX_REJECT_SHARE
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-SILVER_ORDERS = "silver/orders"
-QUARANTINE_ORDERS = "quarantine/orders"
 MAX_REJECT_SHARE_ENV = "CHURNFLOW_MAX_REJECT_SHARE"
 # The silver contract: column -> Spark type, in this order.
 SILVER_COLUMNS = {
@@ -145,6 +144,7 @@ class IngestSummary:
     rows_written: int
     duplicates_collapsed: int
     rejects: tuple[Rejects, ...] = field(default_factory=tuple)
+    validation: str = ""  # the silver_orders suite's line for the published day
 
     @property
     def rows_rejected(self) -> int:
@@ -175,11 +175,7 @@ def _cached(stack: ExitStack, frame: DataFrame) -> DataFrame:
     return frame
 
 
-def _relative(lake: Path, path: Path) -> str:
-    return path.relative_to(lake).as_posix()
-
-
-def _check_parquet_types(lake: Path, path: Path) -> None:
+def _check_parquet_types(lake: Lake, path: Path) -> None:
     """A contract column of a type that no cast can read right fails the file, not its rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -196,13 +192,13 @@ def _check_parquet_types(lake: Path, path: Path) -> None:
         kind = schema.field(column).type
         if not any(families[family](kind) for family in allowed):
             raise IngestError(
-                f"{_relative(lake, path)}: column {column} has type {kind}; the landing contract "
+                f"{lake.relative(path)}: column {column} has type {kind}; the landing contract "
                 f"for {RAW_ORDERS} reads it from {' or '.join(allowed)} values "
                 "(timestamps in at most microseconds)"
             )
 
 
-def _read_file(spark: SparkSession, lake: Path, summary: FileSummary) -> DataFrame:
+def _read_file(spark: SparkSession, lake: Lake, summary: FileSummary) -> DataFrame:
     """One raw file as the contract columns in strings, plus its lake-relative path."""
     from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql.types import StringType, StructField, StructType
@@ -211,12 +207,12 @@ def _read_file(spark: SparkSession, lake: Path, summary: FileSummary) -> DataFra
     duplicated = sorted({c for c in REQUIRED_ORDER_COLUMNS if summary.columns.count(c) > 1})
     if duplicated:
         raise IngestError(
-            f"{_relative(lake, path)}: column(s) {', '.join(duplicated)} appear more than once "
+            f"{lake.relative(path)}: column(s) {', '.join(duplicated)} appear more than once "
             f"in the header; columns found: {', '.join(summary.columns)}"
         )
     if path.suffix == ".parquet":
         _check_parquet_types(lake, path)
-        frame = spark.read.parquet(str(path))
+        frame = spark.read.parquet(path.as_uri())
     else:
         # The file's own header, all strings; extra or repeated other names get a placeholder.
         schema = StructType(
@@ -228,32 +224,26 @@ def _read_file(spark: SparkSession, lake: Path, summary: FileSummary) -> DataFra
             ]
         )
         frame = spark.read.csv(
-            str(path), schema=schema, header=True, escape='"', multiLine=True, mode="PERMISSIVE"
+            path.as_uri(), schema=schema, header=True, escape='"', multiLine=True, mode="PERMISSIVE"
         )
     return frame.select(
         *(F.col(f"`{c}`").cast("string").alias(c) for c in REQUIRED_ORDER_COLUMNS),
-        F.lit(_relative(lake, path)).alias("source_file"),
+        F.lit(lake.relative(path)).alias("source_file"),
     )
 
 
-def _earlier_ids(spark: SparkSession, lake: Path, ds: date, raw: DataFrame) -> DataFrame | None:
+def _earlier_ids(spark: SparkSession, lake: Lake, ds: date, raw: DataFrame) -> DataFrame | None:
     """Order ids silver holds on days before `ds` in the range of the day's ids, or None."""
     from pyspark.sql import functions as F  # noqa: N812
 
-    root = lake / SILVER_ORDERS
-    earlier = [
-        p
-        for p in (root.iterdir() if root.is_dir() else ())
-        if p.is_dir() and p.name.startswith("ds=") and p.name.removeprefix("ds=") < ds.isoformat()
-    ]
-    if not earlier:
+    if not any(day < ds for day in lake.partitions(SILVER_ORDERS)):
         return None
     low, high = raw.agg(F.min("order_id"), F.max("order_id")).first() or (None, None)
     if low is None:
         return None
     return (
         spark.read.schema("order_id string")
-        .parquet(str(root))
+        .parquet(lake.dataset_uri(SILVER_ORDERS))
         .where((F.col("ds") < F.lit(ds)) & F.col("order_id").between(low, high))
         .select("order_id")
     )
@@ -378,7 +368,7 @@ def _count(classified: DataFrame) -> tuple[dict[str, int], tuple[Rejects, ...]]:
     return counts, rejects
 
 
-def _write_quarantine(classified: DataFrame, target: Path) -> None:
+def _write_quarantine(classified: DataFrame, lake: Lake, ds: date) -> None:
     from pyspark.sql import functions as F  # noqa: N812
 
     rows = classified.where(F.col("column").isNotNull()).select(
@@ -387,14 +377,18 @@ def _write_quarantine(classified: DataFrame, target: Path) -> None:
         F.col("status").alias("rule"),
         "column",
     )
-    with replace_partition(target) as staging:
+    # Rejects are evidence, not a product: published whole (empty when none) without an audit.
+    with lake.publishing(QUARANTINE_ORDERS, ds) as staging:
         rows.coalesce(1).sortWithinPartitions("source_file", "order_id", "rule").write.mode(
             "overwrite"
-        ).parquet(str(staging))
+        ).parquet(staging.as_uri())
 
 
-def _write_silver(classified: DataFrame, target: Path) -> None:
+def _write_silver(classified: DataFrame, lake: Lake, ds: date, accept: str | None) -> str:
+    """Stage the day's silver, run the `silver_orders` suite on it, publish; the GX line."""
     from pyspark.sql import functions as F  # noqa: N812
+
+    from churnflow.validate import validate
 
     typed = {"order_ts": "_ts", "amount": "_amount", "items": "_items"}
     rows = classified.where(F.col("status") == _KEPT).select(
@@ -403,24 +397,33 @@ def _write_silver(classified: DataFrame, target: Path) -> None:
             for name, kind in SILVER_COLUMNS.items()
         )
     )
-    with replace_partition(target) as staging:
+    checked: list[str] = []
+
+    def audit(staged: Path) -> None:
+        checked.append(validate(lake, ds, "silver_orders", staged=staged, accept=accept).line())
+
+    with lake.publishing(SILVER_ORDERS, ds, audit=audit) as staging:
         rows.coalesce(1).sortWithinPartitions("order_id").write.mode("overwrite").parquet(
-            str(staging)
+            staging.as_uri()
         )
+    return checked[0]
 
 
 def ingest_orders(
-    lake: Path,
+    lake: Lake | Path,
     ds: date,
     spark: SparkSession | None = None,
     *,
     max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
+    accept: str | None = None,
 ) -> IngestSummary:
     """Ingest one day; raises IngestError (silver untouched) when the day breaks the contract.
 
     Without `spark`, the session comes from `get_spark()` once the files passed the landing
-    check, so a missing or empty delivery fails in a second, before a JVM starts.
+    check, so a missing or empty delivery fails in a second, before a JVM starts. `accept` is
+    an operator's reason to publish a day the statistical checks flag (recorded with it).
     """
+    lake = Lake.of(lake)
     try:
         landing = check_landing(lake, ds)
     except LandingError as err:
@@ -444,24 +447,24 @@ def ingest_orders(
             duplicates_collapsed=counts.get(_COLLAPSED, 0),
             rejects=rejects,
         )
-        raw_partition = _relative(lake, landing.partition)
+        raw_partition = lake.relative(landing.partition)
         if summary.rows_read == 0:
             raise IngestError(
                 f"ingest ds={ds}: {raw_partition} has no rows in {summary.files} file(s); "
                 f"{SILVER_ORDERS} ds={ds} left as it was"
             )
-        quarantine = partition_path(lake, QUARANTINE_ORDERS, ds)
-        _write_quarantine(classified, quarantine)
+        quarantine = lake.relative(lake.partition_path(QUARANTINE_ORDERS, ds))
+        _write_quarantine(classified, lake, ds)
         if summary.reject_share > max_reject_share:
             raise IngestError(
                 f"ingest ds={ds}: {summary.rows_rejected} of {summary.rows_read} row(s) of "
                 f"{raw_partition} ({summary.reject_share:.2%}) break the landing contract, above "
                 f"the limit of {max_reject_share:.2%} ({MAX_REJECT_SHARE_ENV}); {SILVER_ORDERS} "
-                f"ds={ds} left as it was, rejected rows in {_relative(lake, quarantine)}. "
+                f"ds={ds} left as it was, rejected rows in {quarantine}. "
                 "By rule: " + "; ".join(r.describe() for r in rejects)
             )
-        _write_silver(classified, partition_path(lake, SILVER_ORDERS, ds))
-    return summary
+        validation = _write_silver(classified, lake, ds, accept)
+    return replace(summary, validation=validation)
 
 
 def run_ingest(ds: date) -> str:
@@ -469,6 +472,10 @@ def run_ingest(ds: date) -> str:
     from churnflow.settings import get_settings
 
     settings = get_settings()
-    return ingest_orders(
-        settings.lake_path(), ds, max_reject_share=settings.max_reject_share
-    ).line()
+    summary = ingest_orders(
+        Lake(settings.lake),
+        ds,
+        max_reject_share=settings.max_reject_share,
+        accept=settings.accept_reason,
+    )
+    return f"{summary.line()}\n{summary.validation}"

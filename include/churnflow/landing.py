@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 from churnflow.errors import LandingError
-from churnflow.lake import RAW_ORDERS, is_data_file, partition_path
+from churnflow.lake import RAW_ORDERS, Lake
 
 REQUIRED_ORDER_COLUMNS = ("order_id", "customer_id", "order_ts", "amount", "items")
 FORMATS = (".csv", ".parquet")
@@ -76,12 +76,13 @@ def _summarise(path: Path) -> FileSummary:
     return summary
 
 
-def check_landing(lake: Path, ds: date) -> LandingSummary:
+def check_landing(lake: Lake | Path, ds: date) -> LandingSummary:
     """Summary of the partition, or a LandingError naming the partition or file at fault."""
-    partition = partition_path(lake, RAW_ORDERS, ds)
-    if not partition.is_dir():
+    lake = Lake.of(lake)
+    partition = lake.partition_path(RAW_ORDERS, ds)
+    if not lake.exists(RAW_ORDERS, ds):
         raise LandingError(f"{RAW_ORDERS} partition ds={ds} is missing: no folder {partition}")
-    files = sorted(p for p in partition.iterdir() if is_data_file(p))
+    files = [item.path for item in lake.files(RAW_ORDERS, ds)]
     if not files:
         raise LandingError(f"{RAW_ORDERS} partition ds={ds} holds no data files: {partition}")
     summary = LandingSummary(partition, tuple(_summarise(p) for p in files))

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from churnflow.errors import ConfigError
 
 DEFAULT_MAX_REJECT_SHARE = 0.01
 
@@ -30,16 +27,13 @@ class Settings(BaseSettings):
         le=1.0,
         description="Largest share of a day's raw orders that ingest may reject before it fails.",
     )
-
-    def lake_path(self) -> Path:
-        """The lake root as a local folder; object-store lakes are read through Spark instead."""
-        root = self.lake.removeprefix("file://")
-        if "://" in root:
-            raise ConfigError(
-                f"CHURNFLOW_LAKE={self.lake!r}: this command works on a local lake folder "
-                "(a path or file:// URI); object-store lakes are read by the Spark steps"
-            )
-        return Path(root).expanduser().resolve()
+    accept_reason: str | None = Field(
+        default=None,
+        description=(
+            "An operator's reason to publish a day that statistical checks flag (a run param); "
+            "recorded beside the validation result. Contract breaks are never accepted."
+        ),
+    )
 
 
 @lru_cache(maxsize=1)

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from churnflow.errors import ConfigError, DataError
-from churnflow.lake import is_data_file, partition_path
+from churnflow.lake import REPORTS as REPORTS_AREA
+from churnflow.lake import Lake
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 SUITES = ("silver_orders", "customer_features")
-REPORTS = "reports/gx"
+REPORTS = f"{REPORTS_AREA}/gx"
 _STAT = re.compile(r"^(?:row_count|(?:mean|median)\(\w+\))$")
 _SHOWN_VALUES = 5
 
@@ -175,33 +176,40 @@ def suites_dir() -> Path:
     return base / "expectations"
 
 
-def docs_dir(lake: Path, suite: str) -> Path:
+def docs_dir(lake: Lake | Path, suite: str) -> Path:
     """The suite's Data Docs site; `index.html` there lists every validated day."""
-    return lake / REPORTS / suite
+    return Lake.of(lake).local_folder(f"{REPORTS}/{suite}")
 
 
 def run_validate(ds: date, suite: str) -> str:
-    """CLI entry: validate the lake's partition, return the summary line or raise."""
-    from churnflow.settings import get_settings
-
-    return validate(get_settings().lake_path(), ds, suite).line()
+    """CLI entry: validate the lake's published partition, return the summary line or raise."""
+    return validate(Lake.from_settings(), ds, suite).line()
 
 
-def validate(lake: Path, ds: date, suite: str) -> ValidationSummary:
-    """Run the suite's checkpoints on `ds`; raise ValidationError when anything fails."""
+def validate(
+    lake: Lake | Path, ds: date, suite: str, *, staged: Path | None = None
+) -> ValidationSummary:
+    """Run the suite's checkpoints on `ds`; raise ValidationError when anything fails.
+
+    `staged` is a partition a step wrote but has not published yet (write, audit, publish);
+    without it the published partition is checked. History always comes from published days.
+    """
     from churnflow.spark import get_spark
 
+    lake = Lake.of(lake)
     definition = SuiteDefinition.load(suite)
-    partition = partition_path(lake, definition.dataset, ds)
+    partition = staged or lake.partition_path(definition.dataset, ds)
     _require_data(partition, suite)
     spark = get_spark()
-    frame = spark.read.parquet(str(partition))
-    history = earlier_partitions(lake / definition.dataset, ds, definition.history_partitions)
+    frame = spark.read.parquet(partition.as_uri())
+    history = earlier_partitions(lake, definition.dataset, ds, definition.history_partitions)
     parameters = {
         "ds_start": datetime.combine(ds, time(), UTC),
         "ds_end": datetime.combine(ds + timedelta(days=1), time(), UTC),
     }
-    parameters |= history_bounds(spark, lake / definition.dataset, history, definition.bounds)
+    parameters |= history_bounds(
+        spark, lake.dataset_path(definition.dataset), history, definition.bounds
+    )
     rows = to_pandas(frame)
     results = _run_checkpoints(lake, ds, definition, frame=frame, rows=rows, parameters=parameters)
     origins = _bound_origins(definition, len(history))
@@ -229,7 +237,7 @@ def validate(lake: Path, ds: date, suite: str) -> ValidationSummary:
 def _require_data(partition: Path, suite: str) -> None:
     if not partition.is_dir():
         raise ValidationError(f"{suite}: partition {partition} does not exist; nothing to validate")
-    if not any(is_data_file(path) for path in partition.iterdir()):
+    if not Lake.data_files(partition):
         raise ValidationError(f"{suite}: partition {partition} has no data files")
 
 
@@ -237,21 +245,10 @@ def _day_of(partition: Path) -> date:
     return date.fromisoformat(partition.name.removeprefix("ds="))
 
 
-def earlier_partitions(root: Path, ds: date, limit: int) -> list[Path]:
-    """The latest `limit` partitions before `ds` that hold data, oldest first."""
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        if not path.is_dir() or not path.name.startswith("ds="):
-            continue
-        try:
-            day = _day_of(path)
-        except ValueError:
-            continue
-        if day < ds and any(is_data_file(item) for item in path.iterdir()):
-            found.append((day, path))
-    return [path for _, path in sorted(found)[-limit:]]
+def earlier_partitions(lake: Lake, dataset: str, ds: date, limit: int) -> list[Path]:
+    """The latest `limit` published partitions before `ds` that hold data, oldest first."""
+    days = [day for day in lake.partitions(dataset) if day < ds][-limit:]
+    return [lake.partition_path(dataset, day) for day in days]
 
 
 def history_bounds(
@@ -368,7 +365,7 @@ def _context(site: Path) -> AbstractDataContext:
 
 
 def _run_checkpoints(
-    lake: Path,
+    lake: Lake,
     ds: date,
     definition: SuiteDefinition,
     *,

@@ -22,7 +22,7 @@ import pytest
 
 from churnflow.features import FeaturesError, build_features, run_features
 from churnflow.generate import GenerateRequest, generate
-from churnflow.lake import RAW_CUSTOMERS, RAW_ORDERS, partition_path
+from churnflow.lake import RAW_CUSTOMERS, RAW_ORDERS, Lake
 from churnflow.settings import get_settings
 from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA, WINDOWS
 
@@ -45,7 +45,7 @@ def write_silver(lake: Path, day: date, orders: pd.DataFrame) -> None:
             "items": orders["items"].astype("int32"),
         }
     ).cast(SILVER_SCHEMA)
-    folder = partition_path(lake, "silver/orders", day)
+    folder = Lake(lake).partition_path("silver/orders", day)
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "part-00000.parquet")
 
@@ -53,7 +53,7 @@ def write_silver(lake: Path, day: date, orders: pd.DataFrame) -> None:
 def make_lake(lake: Path, start: date, end: date, silver_days: list[date]) -> None:
     generate(GenerateRequest(start=start, end=end, customers=CUSTOMERS), lake, progress=False)
     for day in silver_days:
-        raw = pd.read_csv(partition_path(lake, RAW_ORDERS, day) / "part-00000.csv", dtype=str)
+        raw = pd.read_csv(Lake(lake).partition_path(RAW_ORDERS, day) / "part-00000.csv", dtype=str)
         write_silver(lake, day, raw)
 
 
@@ -116,7 +116,7 @@ def read_landed(path: Path) -> pd.DataFrame:
 
 
 def read_features(lake: Path, ds: date) -> pd.DataFrame:
-    frame = pd.read_parquet(partition_path(lake, "features/customer_features", ds))
+    frame = pd.read_parquet(Lake(lake).partition_path("features/customer_features", ds))
     return frame.sort_values("customer_id", ignore_index=True)
 
 
@@ -204,7 +204,7 @@ def test_features_files_follow_the_contract_schema(
     env: Env, three_days: dict[date, pd.DataFrame]
 ) -> None:
     for day in three_days:
-        folder = partition_path(env.lake, "features/customer_features", day)
+        folder = Lake(env.lake).partition_path("features/customer_features", day)
         files = [p for p in folder.iterdir() if not p.name.startswith((".", "_"))]
         assert len(files) == 1
         assert pq.read_schema(files[0]).remove_metadata() == FEATURES_SCHEMA
@@ -273,14 +273,14 @@ def test_a_failing_dbt_test_fails_the_build_and_names_the_rule(
     env: Env, three_days: dict[date, pd.DataFrame]
 ) -> None:
     day = DAYS[-1] + timedelta(2)
-    raw = pd.read_csv(partition_path(env.lake, RAW_ORDERS, day) / "part-00000.csv", dtype=str)
+    raw = pd.read_csv(Lake(env.lake).partition_path(RAW_ORDERS, day) / "part-00000.csv", dtype=str)
     raw.loc[raw.index[:3], "amount"] = "-5.00"
     write_silver(env.lake, day, raw)
     with pytest.raises(FeaturesError) as failure:
         build_features(env.lake, day)
     message = str(failure.value)
     assert "stg_orders" in message and "`amount >= 0` broken by 3 row(s)" in message
-    assert not partition_path(env.lake, "features/customer_features", day).exists()
+    assert not Lake(env.lake).partition_path("features/customer_features", day).exists()
 
 
 def test_a_missing_silver_day_fails_before_dbt_runs(env: Env) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from churnflow.errors import ConfigError
 from churnflow.generate import Defect, GenerateRequest, generate
-from churnflow.lake import RAW_CUSTOMERS, RAW_ORDERS, partition_path
+from churnflow.lake import RAW_CUSTOMERS, RAW_ORDERS, Lake
 from tests.conftest import run_cli
 
 START, END = date(2026, 1, 1), date(2026, 1, 10)
@@ -25,7 +25,7 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 def _orders(lake: Path, day: date) -> pd.DataFrame:
-    return pd.read_csv(partition_path(lake, RAW_ORDERS, day) / "part-00000.csv", dtype=str)
+    return pd.read_csv(Lake(lake).partition_path(RAW_ORDERS, day) / "part-00000.csv", dtype=str)
 
 
 def _generate(lake: Path, **kwargs: object) -> None:
@@ -55,7 +55,7 @@ def test_clean_partitions_follow_the_landing_contract(tmp_path: Path) -> None:
     for day in (START, END):
         stamps = pd.to_datetime(_orders(tmp_path, day)["order_ts"])
         assert (stamps.dt.date == day).all()
-    customers = pd.read_csv(partition_path(tmp_path, RAW_CUSTOMERS, START) / "part-00000.csv")
+    customers = pd.read_csv(Lake(tmp_path).partition_path(RAW_CUSTOMERS, START) / "part-00000.csv")
     assert list(customers.columns) == ["customer_id", "signup_date", "country", "channel"]
 
 
@@ -115,14 +115,14 @@ def test_defect_renamed_column(tmp_path: Path) -> None:
 
 
 def test_defect_empty_file_is_zero_bytes(tmp_path: Path) -> None:
-    folder = partition_path(_defect(tmp_path, Defect.EMPTY_FILE), RAW_ORDERS, DEFECT_DAY)
+    folder = Lake(_defect(tmp_path, Defect.EMPTY_FILE)).partition_path(RAW_ORDERS, DEFECT_DAY)
     assert [p.stat().st_size for p in folder.iterdir()] == [0]
 
 
 def test_defect_missing_partition_leaves_no_folder(tmp_path: Path) -> None:
     lake = _defect(tmp_path, Defect.MISSING_PARTITION)
-    assert not partition_path(lake, RAW_ORDERS, DEFECT_DAY).exists()
-    assert partition_path(lake, RAW_ORDERS, START).exists()
+    assert not Lake(lake).partition_path(RAW_ORDERS, DEFECT_DAY).exists()
+    assert Lake(lake).partition_path(RAW_ORDERS, START).exists()
 
 
 def test_defect_wrong_date_timestamps(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_only_the_defect_day_is_broken(tmp_path: Path) -> None:
 
 def test_parquet_format_writes_parquet(tmp_path: Path) -> None:
     _generate(tmp_path, file_format="parquet")
-    frame = pd.read_parquet(partition_path(tmp_path, RAW_ORDERS, START))
+    frame = pd.read_parquet(Lake(tmp_path).partition_path(RAW_ORDERS, START))
     assert {"order_id", "customer_id", "order_ts", "amount", "items"} <= set(frame.columns)
 
 

@@ -22,7 +22,7 @@ from churnflow.ingest import (
     IngestSummary,
     ingest_orders,
 )
-from churnflow.lake import RAW_ORDERS, partition_path
+from churnflow.lake import RAW_ORDERS, Lake
 from churnflow.spark import get_spark
 from tests.conftest import run_cli
 
@@ -57,12 +57,12 @@ def _generate(lake: Path, defect: Defect | None = None, file_format: str = "csv"
 
 
 def _raw(lake: Path, day: date) -> pd.DataFrame:
-    return pd.read_csv(partition_path(lake, RAW_ORDERS, day) / "part-00000.csv", dtype=str)
+    return pd.read_csv(Lake(lake).partition_path(RAW_ORDERS, day) / "part-00000.csv", dtype=str)
 
 
 def _table(lake: Path, dataset: str, day: date) -> pd.DataFrame:
     """A partition through pyarrow (skips `_SUCCESS` and hidden files like Spark does)."""
-    return pq.read_table(partition_path(lake, dataset, day)).to_pandas()
+    return pq.read_table(Lake(lake).partition_path(dataset, day)).to_pandas()
 
 
 def _rows(lake: Path, day: date) -> list[tuple[object, ...]]:
@@ -114,7 +114,7 @@ def test_three_clean_days_land_in_silver_with_the_contract_schema(
             len(raw),
             0,
         )
-        silver = partition_path(lake, SILVER_ORDERS, day)
+        silver = Lake(lake).partition_path(SILVER_ORDERS, day)
         assert spark.read.parquet(str(silver)).dtypes == list(SILVER_COLUMNS.items())
         assert len([p for p in silver.iterdir() if p.name.endswith(".parquet")]) == 1
         rows = _table(lake, SILVER_ORDERS, day).set_index("order_id").sort_index()
@@ -143,7 +143,7 @@ def test_several_files_are_read_by_header_and_duplicates_collapse_or_are_quarant
     spark: SparkSession, lake_copy: Path
 ) -> None:
     day = DAYS[3]
-    folder = partition_path(lake_copy, RAW_ORDERS, day)
+    folder = Lake(lake_copy).partition_path(RAW_ORDERS, day)
     raw = _raw(lake_copy, day)
     (folder / "part-00000.csv").unlink()
     (folder / "_SUCCESS").touch()
@@ -199,7 +199,7 @@ def test_row_defect_fails_on_the_reject_share_quarantines_rows_and_leaves_silver
     spark: SparkSession, lake_copy: Path, defect: Defect
 ) -> None:
     column, rule = ROW_DEFECTS[defect]
-    silver = _digest(partition_path(lake_copy, SILVER_ORDERS, DAY))
+    silver = _digest(Lake(lake_copy).partition_path(SILVER_ORDERS, DAY))
     _generate(lake_copy, defect)
 
     with pytest.raises(IngestError) as caught:
@@ -212,7 +212,7 @@ def test_row_defect_fails_on_the_reject_share_quarantines_rows_and_leaves_silver
     assert f"column {column}, rule '{rule}': {len(quarantine)} row(s)" in message
     assert f"in {RAW_ORDERS}/ds={DAY}/part-00000.csv, e.g. " in message
     assert "above the limit of 1.00%" in message and MAX_REJECT_SHARE_ENV in message
-    assert _digest(partition_path(lake_copy, SILVER_ORDERS, DAY)) == silver
+    assert _digest(Lake(lake_copy).partition_path(SILVER_ORDERS, DAY)) == silver
     assert len(quarantine) > 0
     assert set(quarantine["rule"]) == {rule} and set(quarantine["column"]) == {column}
     if defect is Defect.DUPLICATE_IDS:  # copies of today's rows with yesterday's ids
@@ -263,22 +263,22 @@ def test_parquet_input_gives_the_same_silver_as_csv(
 def test_parquet_column_of_a_wrong_type_fails_naming_file_and_column(
     spark: SparkSession, lake_copy: Path
 ) -> None:
-    folder = partition_path(lake_copy, RAW_ORDERS, DAY)
+    folder = Lake(lake_copy).partition_path(RAW_ORDERS, DAY)
     frame = _raw(lake_copy, DAY).assign(amount=True)
     (folder / "part-00000.csv").unlink()
     frame.to_parquet(folder / "part-00000.parquet", index=False)
-    silver = _digest(partition_path(lake_copy, SILVER_ORDERS, DAY))
+    silver = _digest(Lake(lake_copy).partition_path(SILVER_ORDERS, DAY))
     with pytest.raises(
         IngestError, match=rf"ds={DAY}/part-00000.parquet: column amount has type bool"
     ):
         ingest_orders(lake_copy, DAY, spark)
-    assert _digest(partition_path(lake_copy, SILVER_ORDERS, DAY)) == silver
+    assert _digest(Lake(lake_copy).partition_path(SILVER_ORDERS, DAY)) == silver
 
 
 def test_a_file_with_a_header_and_only_blank_lines_fails_as_empty(
     spark: SparkSession, lake_copy: Path
 ) -> None:
-    (partition_path(lake_copy, RAW_ORDERS, DAY) / "part-00000.csv").write_text(
+    (Lake(lake_copy).partition_path(RAW_ORDERS, DAY) / "part-00000.csv").write_text(
         "order_id,customer_id,order_ts,amount,items\n\n\n"
     )
     with pytest.raises(IngestError, match=rf"{RAW_ORDERS}/ds={DAY} has no rows in 1 file"):

@@ -8,7 +8,7 @@ import pytest
 
 from churnflow.errors import LandingError
 from churnflow.generate import Defect, GenerateRequest, generate
-from churnflow.lake import RAW_ORDERS, partition_path
+from churnflow.lake import RAW_ORDERS, Lake
 from churnflow.landing import check_landing
 from tests.conftest import run_cli
 
@@ -25,7 +25,7 @@ def _generate(lake: Path, defect: Defect | None = None, file_format: str = "csv"
         file_format=file_format,
     )
     generate(request, lake, progress=False)
-    return partition_path(lake, RAW_ORDERS, DAY)
+    return Lake(lake).partition_path(RAW_ORDERS, DAY)
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])

@@ -3,17 +3,18 @@ from __future__ import annotations
 import pytest
 
 from churnflow.errors import ConfigError
+from churnflow.lake import Lake
 from churnflow.settings import Settings
 
 
 def test_lake_defaults_to_a_local_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHURNFLOW_LAKE", raising=False)
-    assert Settings().lake_path().name == "lake"
+    assert Lake(Settings().lake).root.name == "lake"
 
 
 def test_file_uri_lake_is_a_local_folder(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("CHURNFLOW_LAKE", f"file://{tmp_path}")
-    assert Settings().lake_path() == tmp_path
+    assert Lake(Settings().lake).root == tmp_path
 
 
 def test_object_store_lake_is_refused_with_the_variable_named(
@@ -21,7 +22,7 @@ def test_object_store_lake_is_refused_with_the_variable_named(
 ) -> None:
     monkeypatch.setenv("CHURNFLOW_LAKE", "s3a://bucket/lake")
     with pytest.raises(ConfigError, match="CHURNFLOW_LAKE='s3a://bucket/lake'"):
-        Settings().lake_path()
+        Lake(Settings().lake)
 
 
 def test_mlflow_uri_comes_from_the_standard_variable(monkeypatch: pytest.MonkeyPatch) -> None:

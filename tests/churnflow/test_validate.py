@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from churnflow.generate import GenerateRequest, make_population, orders_for_day
-from churnflow.lake import partition_path, replace_partition
+from churnflow.lake import Lake
 from churnflow.validate import ValidationError, ValidationSummary, suites_dir, validate
 from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA
 
@@ -103,7 +103,7 @@ def _write(lake: Path, dataset: str, day: date, frame: pd.DataFrame, schema: pa.
         if pa.types.is_decimal(schema.field(name).type):
             frame[name] = [None if pd.isna(v) else Decimal(f"{v:.2f}") for v in frame[name]]
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    with replace_partition(partition_path(lake, dataset, day)) as staging:
+    with Lake(lake).publishing(dataset, day) as staging:
         pq.write_table(table, staging / "part-00000.parquet")
 
 
