@@ -1,6 +1,12 @@
-"""Failure alerts: every DAG and task failure ends up here.
+"""Failure alerts: one per failure, for task and DAG-run failures alike.
 
-The alert always goes to the task log; when `CHURNFLOW_SLACK_CONN_ID` names an Airflow
+`alert_failure` is both the tasks' (default_args) and the DAGs' on_failure_callback. A failed
+task alerts from its own callback, with the task, try and exception. Airflow then also calls
+the DAG's callback for the run that task failed (reason `task_failure`): that one stays quiet,
+so a failure sends one alert. A run that fails for a reason of its own (`timed_out` past
+dagrun_timeout, say) alerts from the DAG callback.
+
+The alert always goes to the log; when `CHURNFLOW_SLACK_CONN_ID` names an Airflow
 connection it is also posted to Slack. A broken alert channel must never hide the failure
 that triggered it, so errors while posting are logged, not raised.
 """
@@ -28,8 +34,15 @@ def failure_message(context: Any) -> str:
     )
 
 
+# The reason Airflow gives a DAG's failure callback when one of its tasks failed.
+TASK_FAILURE_REASON = "task_failure"
+
+
 def alert_failure(context: Any) -> None:
-    """on_failure_callback for tasks and DAG runs."""
+    """on_failure_callback for tasks and DAG runs; a run failed by a task was alerted by it."""
+    if context.get("reason") == TASK_FAILURE_REASON:
+        log.info("run %s failed by a task failure, alerted by that task", context.get("run_id"))
+        return
     message = failure_message(context)
     log.error("%s", message)
     conn_id = os.environ.get("CHURNFLOW_SLACK_CONN_ID")

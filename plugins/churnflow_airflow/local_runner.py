@@ -4,11 +4,15 @@ The subprocess gets its own process group, so a timeout, a task kill from the UI
 failure of the worker ends the step and everything it started (Spark JVMs, dbt threads):
 nothing is orphaned. Output is streamed line by line into the task log while it runs.
 
+The step gets only its own environment (`churnflow_airflow.step_env`): never the worker's
+Airflow settings and secrets. Its exit code decides the task state by the rule both runners
+share (`churnflow_airflow.exit_codes`).
+
 When `CHURNFLOW_STEP_SERVER` names the socket of a running step server (the local stack
 starts one), `churnflow` steps are forked from that server instead of started fresh: same
 argv, environment, working directory, output and process group, without paying the imports of
 Spark, dbt and Great Expectations on every step (`churnflow.step_server`). If the server does
-not answer, the step runs as a plain subprocess.
+not answer, or the variable is empty, the step runs as a plain subprocess.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
-# A step exits with EX_DATAERR when its input breaks a contract: a retry would fail the same way.
-NO_RETRY_EXIT_CODES = frozenset({os.EX_DATAERR})
+from churnflow_airflow.data_docs import DataDocsWatcher
+from churnflow_airflow.exit_codes import step_failure
+from churnflow_airflow.step_env import MissingSecretError, step_environment
+
 TAIL_LINES = 20
 
 
@@ -44,6 +50,12 @@ def resolve_executable(name: str) -> str:
     if found is None:
         raise AirflowFailException(f"step command {name!r} not found in {own_bin} or on PATH")
     return found
+
+
+def _default_lake() -> str:
+    from churnflow_airflow.config import load_settings
+
+    return load_settings().lake
 
 
 class StepProcess(Protocol):
@@ -82,8 +94,12 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-class LocalStepOperator(BaseOperator):
-    """Runs a step's argv locally; the exit code decides the task state."""
+class LocalStepOperator(DataDocsWatcher, BaseOperator):
+    """Runs a step's argv locally; the exit code decides the task state.
+
+    `secrets` names environment variables the step needs from the worker (the local
+    counterpart of a pod's secret references); a missing one fails the task without retry.
+    """
 
     template_fields: Sequence[str] = ("argv", "env")
     ui_color = "#e8f1fb"
@@ -93,12 +109,14 @@ class LocalStepOperator(BaseOperator):
         *,
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
+        secrets: Sequence[str] = (),
         grace_period_s: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.argv = list(argv)
         self.env = dict(env or {})
+        self.secrets = tuple(secrets)
         self.grace_period_s = grace_period_s
         self._process: StepProcess | None = None
 
@@ -106,11 +124,19 @@ class LocalStepOperator(BaseOperator):
         argv = [str(arg) for arg in self.argv]
         self.log.info("running: %s", shlex.join(argv))
         tail: deque[str] = deque(maxlen=TAIL_LINES)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        declared = {"PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in self.env.items()}}
+        try:
+            env = step_environment(os.environ, declared, self.secrets)
+        except MissingSecretError as err:
+            raise AirflowFailException(
+                f"step {self.task_id!r} needs the secret variable {err.args[0]} in the "
+                "worker's environment; it is not set"
+            ) from None
+        lake = env.get("CHURNFLOW_LAKE") or _default_lake()
         self._process, output = self._start(argv, env)
         # The pump thread forwards output; the main thread waits for the leader only, since a
         # background child holding the pipe open must not keep the task running.
-        pump = threading.Thread(target=self._forward_output, args=(output, tail), daemon=True)
+        pump = threading.Thread(target=self._forward_output, args=(output, tail, lake), daemon=True)
         pump.start()
         try:
             code = self._process.wait()
@@ -120,13 +146,11 @@ class LocalStepOperator(BaseOperator):
             terminate_group(self._process, self.grace_period_s)
             pump.join(timeout=self.grace_period_s)
         if code != 0:
-            message = (
+            raise step_failure(
+                code,
                 f"step {self.task_id!r} failed: `{shlex.join(argv)}` exited with code {code}. "
-                "Last output:\n" + "\n".join(tail)
+                "Last output:\n" + "\n".join(tail),
             )
-            if code in NO_RETRY_EXIT_CODES:
-                raise AirflowFailException(message)
-            raise AirflowException(message)
 
     def _start(self, argv: list[str], env: dict[str, str]) -> tuple[StepProcess, IO[str]]:
         """The step's process and the stream of its output (stdout and stderr together)."""
@@ -167,12 +191,13 @@ class LocalStepOperator(BaseOperator):
         self.log.info("forked from the step server as pid %d", process.pid)
         return process, os.fdopen(read_fd, encoding="utf-8", errors="replace")
 
-    def _forward_output(self, output: IO[str], tail: deque[str]) -> None:
+    def _forward_output(self, output: IO[str], tail: deque[str], lake: str) -> None:
         with output:
             for raw_line in output:
                 line = raw_line.rstrip("\n")
                 tail.append(line)
                 self.log.info("%s", line)
+                self.note_output(line, lake)
 
     def on_kill(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -15,6 +15,7 @@ from airflow.sdk import BaseOperator
 
 from churnflow_airflow.config import Runner, StepSettings, load_settings
 from churnflow_airflow.profiles import get_profile
+from churnflow_airflow.step_docs import step_doc_md
 
 IMAGES = ("spark", "train")
 
@@ -23,8 +24,9 @@ IMAGES = ("spark", "train")
 class SecretRef:
     """An environment variable filled from a key of a Kubernetes Secret.
 
-    Under the local runner the variable is read from the worker's own environment instead,
-    so the value never appears in a DAG file or a rendered pod spec.
+    Under the local runner the variable is read from the worker's own environment instead
+    (and only the variables a step names reach it), so the value never appears in a DAG file
+    or a rendered pod spec.
     """
 
     env_var: str
@@ -62,15 +64,27 @@ def step(
 ) -> BaseOperator:
     """Declare a step; the configured runner decides what operator it becomes.
 
-    `argv` and `env` values are Jinja templates (`{{ ds }}`). Extra keyword arguments go to
-    the operator (e.g. `outlets`, `execution_timeout`, `trigger_rule`).
+    `argv` and `env` values are Jinja templates (`{{ ds }}`, `{{ params.name }}`). Both runners
+    give the step the same declared environment: the deployment's lake and MLflow settings,
+    then `env`, then the secret references. Extra keyword arguments go to the operator (e.g.
+    `outlets`, `execution_timeout`, `trigger_rule`, `doc_md` to replace the generated docs).
     """
-    spec = Step(task_id, image, tuple(argv), profile, dict(env or {}), tuple(secrets))
     settings = settings or load_settings()
+    declared = {**settings.pod_env, **(env or {})}
+    spec = Step(task_id, image, tuple(argv), profile, declared, tuple(secrets))
+    doc_md = step_doc_md(spec.argv, runner=settings.runner.value, image=image, profile=profile)
+    if doc_md is not None:
+        operator_kwargs.setdefault("doc_md", doc_md)
     if settings.runner is Runner.KUBERNETES:
         from churnflow_airflow.kubernetes_runner import pod_operator
 
         return pod_operator(spec, settings, **operator_kwargs)
     from churnflow_airflow.local_runner import LocalStepOperator
 
-    return LocalStepOperator(task_id=spec.task_id, argv=spec.argv, env=spec.env, **operator_kwargs)
+    return LocalStepOperator(
+        task_id=spec.task_id,
+        argv=spec.argv,
+        env=spec.env,
+        secrets=[ref.env_var for ref in spec.secrets],
+        **operator_kwargs,
+    )

@@ -342,9 +342,11 @@ def test_airflow_service_account_may_only_manage_pods_in_its_namespace() -> None
     }
     pod_verbs = {"create", "get", "list", "watch", "delete", "patch"}
     expected = {("pods", verb) for verb in pod_verbs}
-    expected |= {("pods/log", "get"), ("pods/log", "list"), ("pods/exec", "create")}
+    expected |= {("pods/log", "get"), ("pods/log", "list")}
     expected |= {("events", "list"), ("events", "watch")}
     assert expected <= granted
+    # Nothing execs into a step pod: no XCom sidecar (do_xcom_push=False), no istio.
+    assert not any(resource == "pods/exec" for resource, _ in granted)
     assert all(rule["apiGroups"] == [""] for rule in role["rules"])
     assert not any("secrets" in rule["resources"] for rule in role["rules"])
     assert not any("*" in rule["verbs"] + rule["resources"] for rule in role["rules"])

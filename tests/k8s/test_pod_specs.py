@@ -14,6 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pendulum
 import pytest
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import DAG
 from kubernetes.client import ApiClient
 
@@ -31,7 +32,7 @@ POD_STEPS = [
     (dag_id, task.task_id)
     for dag_id, dag in sorted(BAG.dags.items())
     for task in dag.tasks
-    if task.task_type == "KubernetesPodOperator"
+    if isinstance(task, KubernetesPodOperator)
 ]
 
 

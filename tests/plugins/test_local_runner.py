@@ -63,10 +63,19 @@ def test_non_zero_exit_fails_with_the_command_and_last_output() -> None:
     assert not isinstance(caught.value, AirflowFailException)
 
 
-def test_data_error_exit_code_fails_without_retry() -> None:
-    operator = _operator(f"import sys; sys.exit({os.EX_DATAERR})")
-    with pytest.raises(AirflowFailException, match=f"exited with code {os.EX_DATAERR}"):
+@pytest.mark.parametrize("code", [os.EX_DATAERR, os.EX_CONFIG])
+def test_data_and_config_error_exit_codes_fail_without_retry(code: int) -> None:
+    operator = _operator(f"import sys; sys.exit({code})")
+    with pytest.raises(AirflowFailException, match=f"exited with code {code}"):
         operator.execute({})
+
+
+@pytest.mark.parametrize("code", [os.EX_TEMPFAIL, 1])
+def test_engine_failures_and_crashes_are_retried(code: int) -> None:
+    operator = _operator(f"import sys; sys.exit({code})")
+    with pytest.raises(AirflowException, match=f"exited with code {code}") as caught:
+        operator.execute({})
+    assert not isinstance(caught.value, AirflowFailException)
 
 
 def test_unknown_command_fails_clearly() -> None:

@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from churnflow.step_server import start_step
 from churnflow_airflow.local_runner import LocalStepOperator
+from churnflow_airflow.step_env import step_environment
 from tests.conftest import CHURNFLOW, run_cli
 
 DAY = "2026-03-02"
@@ -47,6 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=step_environment(os.environ),  # as the stack starts it: no Airflow settings
         )
     deadline = time.monotonic() + 180
     while not _listening(path):
@@ -155,3 +157,94 @@ def test_without_a_server_the_step_runs_as_a_subprocess(
     out = capsys.readouterr().out
     assert "not usable" in out and "starting a subprocess" in out
     assert "churnflow 0." in out
+
+
+# What an Airflow worker holds in its environment and no step may see.
+AIRFLOW_SECRETS = {
+    "AIRFLOW__CORE__FERNET_KEY": "fernet-key-must-stay-with-airflow",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-secret-must-stay-with-airflow",
+    "AIRFLOW__API__SECRET_KEY": "api-secret-must-stay-with-airflow",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:db-password@db/airflow",
+    "AIRFLOW_CONN_SLACK_DEFAULT": "slack://:xoxb-connection-secret@",
+    "UNRELATED_TOKEN": "not-declared-by-the-step",
+}
+
+
+def _session_members(leader: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == leader and int(stat.parent.name) != leader:  # process group
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _environment_of_a_child(leader: int, timeout_s: float = 120.0) -> dict[str, str]:
+    """The environment a child of the step (Spark's JVM launcher) was started with."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for pid in _session_members(leader):
+            try:
+                raw = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+            if "CHURNFLOW_LAKE" in env:
+                return env
+        time.sleep(0.1)
+    raise AssertionError(f"step {leader} started no child within {timeout_s} s")
+
+
+@pytest.mark.parametrize("path", ["subprocess", "step-server"])
+def test_a_step_gets_its_settings_and_no_airflow_secret(
+    path: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A real ingest starts Spark's JVM with its own environment, which the test reads."""
+    served_log = request.getfixturevalue("served") if path == "step-server" else None
+    if served_log is None:
+        monkeypatch.delenv("CHURNFLOW_STEP_SERVER", raising=False)
+    lake = tmp_path / "lake"
+    assert run_cli("generate", "--start", DAY, "--end", DAY, "--quiet", lake=lake).returncode == 0
+    for name, value in {**AIRFLOW_SECRETS, "SLACK_BOT_TOKEN": "xoxb-declared"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)  # a local JVM: the child we inspect
+    monkeypatch.setenv("CHURNFLOW_SPARK_DIR", str(tmp_path / "spark"))
+    operator = LocalStepOperator(
+        task_id="ingest_orders",
+        argv=["churnflow", "ingest", "--ds", DAY],
+        env={"CHURNFLOW_LAKE": str(lake), "CHURNFLOW_MAX_REJECT_SHARE": "0.5"},
+        secrets=["SLACK_BOT_TOKEN"],
+        grace_period_s=5.0,
+    )
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            operator.execute({})
+        except AirflowException as err:
+            failures.append(err)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while operator._process is None:
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.05)
+        env = _environment_of_a_child(operator._process.pid)
+    finally:
+        operator.on_kill()
+        runner.join(60)
+    assert len(failures) == 1, "the killed step fails its task"
+    if served_log is not None:
+        assert f"churnflow ingest --ds {DAY}" in served_log.read_text()
+    assert env["CHURNFLOW_LAKE"] == str(lake)
+    assert env["CHURNFLOW_MAX_REJECT_SHARE"] == "0.5"
+    assert env["SLACK_BOT_TOKEN"] == "xoxb-declared"
+    assert env["PATH"] == os.environ["PATH"]
+    leaked = sorted(name for name in env if name in AIRFLOW_SECRETS or name.startswith("AIRFLOW"))
+    assert leaked == []
+    assert not any(secret in "\0".join(env.values()) for secret in AIRFLOW_SECRETS.values())

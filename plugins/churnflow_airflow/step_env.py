@@ -1,0 +1,58 @@
+"""What a local step may see of the worker's environment: the one rule, stdlib only.
+
+A worker process holds Airflow's own secrets (Fernet key, JWT secret, the metadata database
+URL) in its environment. A step is task code and gets only what it needs, the same as a pod:
+
+- the process basics below (so Python, Java and locale behave as on the worker),
+- the task side's settings: `CHURNFLOW_*`, `SPARK_*`, `PYSPARK_*` and `MLFLOW_*`,
+- the step's declared env (templated by the factory),
+- its secret references, read from the worker's environment by name.
+
+Anything else, `AIRFLOW_*` and `AIRFLOW__*` included, stays with the worker. PYTHONPATH passes
+because a step's interpreter may need it to find the task package; it holds paths, not secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+BASICS = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "XDG_RUNTIME_DIR",
+        "JAVA_HOME",
+        "PYTHONPATH",
+    }
+)
+PREFIXES = ("LC_", "CHURNFLOW_", "SPARK_", "PYSPARK_", "MLFLOW_")
+
+
+class MissingSecretError(KeyError):
+    """A step's secret reference names a variable the worker does not have."""
+
+
+def passes(name: str) -> bool:
+    """True when a worker variable of this name may reach a step."""
+    return name in BASICS or name.startswith(PREFIXES)
+
+
+def step_environment(
+    worker_env: Mapping[str, str],
+    declared: Mapping[str, str] | None = None,
+    secret_vars: Iterable[str] = (),
+) -> dict[str, str]:
+    """The whole environment of a local step; raise MissingSecretError for an absent secret."""
+    env = {name: value for name, value in worker_env.items() if passes(name)}
+    env.update(declared or {})
+    for name in secret_vars:
+        if name not in worker_env:
+            raise MissingSecretError(name)
+        env[name] = worker_env[name]
+    return env
