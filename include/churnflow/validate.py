@@ -2,9 +2,8 @@
 
 The suites are JSON files in `include/gx/expectations/` (the image copies them to
 `CHURNFLOW_GX_DIR`): GX expectation configurations plus the few things GX cannot know, namely
-which dataset a suite reads and how the `$PARAMETER` bounds that depend on earlier days are
-computed. Each run checks two batches of the same partition, read once through
-`churnflow.spark.get_spark()`:
+which dataset a suite reads and how the statistical checks learn from earlier days. Each run
+checks two batches of the same partition, read once through `churnflow.spark.get_spark()`:
 
 - `schema` expectations run on the Spark DataFrame itself. They only read its schema, so they
   see the exact Spark types and cost no Spark job, on a classic session and on Spark Connect.
@@ -14,22 +13,29 @@ computed. Each run checks two batches of the same partition, read once through
   Spark Connect, where each job is also a round trip). Decimals become floats because GX's
   pandas metrics convert `Decimal` objects one at a time (a minute for 17k rows).
 
-Bounds that depend on history (row count, mean and median of key columns) are the median of
-a statistic over the latest earlier partitions times a factor from the suite; with no
-earlier partition the suite's `without_history` value applies. The context is ephemeral
-(nothing is written under the read-only suite folder); Data Docs and the validation results
-they are built from go to `<lake>/reports/gx/<suite>/`. Runs are keyed by `ds`, so a rerun
-replaces that day's page and gives the same verdict.
+Two kinds of check, told apart because real data changes:
+
+- Contract expectations (schema, nulls, keys, ranges) fail the step (GX severity `critical`).
+- A statistical check (an expectation with a `band`: row count, mean or median of a column)
+  becomes two GX expectations on the same metric. The value expected on D comes from the
+  statistic over the latest published partitions, with weekday factors and a level that
+  re-centres after a lasting shift (`churnflow.bands`). Outside the warn band (severity
+  `warning`) the step carries on and reports a `WARNING` line; outside the fail band (severity
+  `critical`) it fails, unless an operator accepts the day with a reason: then those failures
+  become accepted warnings and the reason is recorded beside the validation result. Contract
+  failures are never accepted.
+
+The context is ephemeral (nothing is written under the read-only suite folder); Data Docs and
+the validation results they are built from go to `<lake>/reports/gx/<suite>/`, acceptances to
+its `accepted/ds=D.json`. Runs are keyed by `ds`, so a rerun replaces that day's page and
+gives the same verdict.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
-import re
-import statistics
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,9 +43,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from churnflow.bands import Band, Baseline, baseline
 from churnflow.errors import ConfigError, DataError
 from churnflow.lake import REPORTS as REPORTS_AREA
-from churnflow.lake import Lake
+from churnflow.lake import Lake, partition_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,8 +56,18 @@ if TYPE_CHECKING:
 
 SUITES = ("silver_orders", "customer_features")
 REPORTS = f"{REPORTS_AREA}/gx"
-_STAT = re.compile(r"^(?:row_count|(?:mean|median)\(\w+\))$")
+ACCEPT_ENV = "CHURNFLOW_ACCEPT_REASON"
+# The expectations a band can drive, and the statistic of the day each one observes.
+_BANDED = {
+    "expect_table_row_count_to_be_between": "row_count",
+    "expect_column_mean_to_be_between": "mean",
+    "expect_column_median_to_be_between": "median",
+}
+CONTRACT, FAIL, WARN = "contract", "fail", "warn"
+_SEVERITY = {WARN: "warning", FAIL: "critical"}
 _SHOWN_VALUES = 5
+
+Ratios = tuple[float | None, float | None]
 
 
 class ValidationError(DataError):
@@ -61,41 +78,108 @@ class ValidationError(DataError):
         self.summary = summary
 
 
-@dataclass(frozen=True)
-class Bound:
-    """One history-dependent `$PARAMETER`: `times` x the median of `stat` over earlier days."""
+def _ratios(name: str, value: Any) -> Ratios:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise ConfigError(
+            f"GX suite band {name}: expected [low, high] (null for open), got {value}"
+        )
+    return (
+        None if value[0] is None else float(value[0]),
+        None if value[1] is None else float(value[1]),
+    )
 
-    name: str
-    stat: str
-    times: float
-    without_history: float | None
+
+@dataclass(frozen=True)
+class BandCheck:
+    """A statistical check: warn and fail bands around what earlier days expect of `stat`."""
+
+    stat: str  # row_count, mean(column) or median(column)
+    warn: Ratios
+    fail: Ratios
+    without_history: Ratios
+    expectation: Mapping[str, Any]
 
     @classmethod
-    def parse(cls, name: str, spec: Mapping[str, Any]) -> Bound:
-        stat = str(spec["stat"])
-        if not _STAT.match(stat):
+    def parse(cls, expectation: Mapping[str, Any]) -> BandCheck:
+        kind = _BANDED.get(expectation["type"])
+        column = expectation.get("kwargs", {}).get("column")
+        if kind is None or (kind != "row_count") != bool(column):
             raise ConfigError(
-                f"GX suite parameter {name}: stat {stat!r} is not row_count, mean(c), median(c)"
+                f"GX suite: a band drives {', '.join(_BANDED)} (with a column for mean and "
+                f"median), not {expectation['type']} {column or ''}"
             )
-        return cls(name, stat, float(spec["times"]), spec.get("without_history"))
+        band = expectation["band"]
+        return cls(
+            stat=kind if kind == "row_count" else f"{kind}({column})",
+            warn=_ratios(f"{kind}.warn", band["warn"]),
+            fail=_ratios(f"{kind}.fail", band["fail"]),
+            without_history=_ratios(f"{kind}.without_history", band["without_history"]),
+            expectation=expectation,
+        )
 
-    def value(self, history: Sequence[float]) -> float | None:
-        if not history:
-            return self.without_history
-        scaled = statistics.median(history) * self.times
-        if self.stat != "row_count":
-            return round(scaled, 6)
-        return math.floor(scaled) if self.times <= 1 else math.ceil(scaled)
+    @property
+    def key(self) -> str:
+        """`row_count`, `mean_amount`: the prefix of this check's `$PARAMETER` names."""
+        return self.stat.removesuffix(")").replace("(", "_")
+
+    @property
+    def counts(self) -> bool:
+        return self.stat == "row_count"
+
+    def band(self, level: str, expected: Baseline | None) -> Band:
+        """Without history the warn band is open and the fail band is `without_history`."""
+        if expected is None:
+            return Band(*self.without_history) if level == FAIL else Band(None, None)
+        return Band.around(expected.expected, self.ratios(level), counts=self.counts)
+
+    def ratios(self, level: str) -> Ratios:
+        return self.warn if level == WARN else self.fail
+
+    def origin(self, level: str, expected: Baseline | None) -> str:
+        """How the `level` band was computed, in words (messages, Data Docs notes)."""
+        if expected is None:
+            source = "the suite's without_history" if level == FAIL else "open"
+            return f"no earlier partition: {level} band {source}"
+        ratios = "-".join("open" if r is None else f"{_show(r)}x" for r in self.ratios(level))
+        poisson = ", at least -/+3 sqrt(expected) for a count" if self.counts else ""
+        return f"{level} band {ratios}{poisson} of {self.stat}: {expected.describe()}"
+
+    def gx_expectations(self, expected: Baseline | None) -> list[dict[str, Any]]:
+        """The warn and the fail expectation, bounds as `$PARAMETER`s named after `key`."""
+        out = []
+        for level in (WARN, FAIL):
+            kwargs = dict(self.expectation.get("kwargs", {}))
+            kwargs["min_value"] = {"$PARAMETER": f"{self.key}_{level}_min"}
+            kwargs["max_value"] = {"$PARAMETER": f"{self.key}_{level}_max"}
+            origin = self.origin(level, expected)
+            meta = dict(self.expectation.get("meta", {})) | {"level": level, "band": origin}
+            out.append(
+                {
+                    "type": self.expectation["type"],
+                    "kwargs": kwargs,
+                    "severity": _SEVERITY[level],
+                    "meta": meta,
+                    "notes": origin,
+                }
+            )
+        return out
+
+    def parameters(self, expected: Baseline | None) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for level in (WARN, FAIL):
+            band = self.band(level, expected)
+            out[f"{self.key}_{level}_min"] = band.low
+            out[f"{self.key}_{level}_max"] = band.high
+        return out
 
 
 @dataclass(frozen=True)
 class SuiteDefinition:
-    """A suite file: the dataset it reads, history bounds, schema and row expectations."""
+    """A suite file: the dataset it reads, how much history, schema and row expectations."""
 
     name: str
     dataset: str
     history_partitions: int
-    bounds: tuple[Bound, ...]
     schema: tuple[dict[str, Any], ...]
     expectations: tuple[dict[str, Any], ...]
     notes: str = ""
@@ -109,35 +193,58 @@ class SuiteDefinition:
             data = json.loads(path.read_text())
         except OSError as err:
             raise ConfigError(f"validate: cannot read suite {name} at {path} ({err})") from err
-        history = data.get("history", {})
-        return cls(
+        definition = cls(
             name=data["name"],
             dataset=data["dataset"],
-            history_partitions=int(history.get("partitions", 7)),
-            bounds=tuple(Bound.parse(k, v) for k, v in history.get("parameters", {}).items()),
+            history_partitions=int(data.get("history", {}).get("partitions", 56)),
             schema=tuple(data["schema"]),
             expectations=tuple(data["expectations"]),
             notes=data.get("notes", ""),
         )
+        definition.bands  # noqa: B018 - a bad band fails at load, before Spark starts
+        return definition
+
+    @property
+    def bands(self) -> tuple[BandCheck, ...]:
+        return tuple(BandCheck.parse(e) for e in self.expectations if "band" in e)
+
+    def gx_expectations(self, expected: Mapping[str, Baseline | None]) -> list[dict[str, Any]]:
+        """The row expectations for GX, each band expanded to its warn and fail expectation."""
+        out: list[dict[str, Any]] = []
+        for expectation in self.expectations:
+            if "band" in expectation:
+                check = BandCheck.parse(expectation)
+                out.extend(check.gx_expectations(expected[check.stat]))
+            else:
+                out.append(dict(expectation))
+        return out
 
 
 @dataclass(frozen=True)
 class Failure:
-    """One failed expectation, in words."""
+    """One failed expectation, in words; `level` is contract, fail or warn."""
 
     expectation: str
     column: str | None
     observed: str
     expected: str
+    level: str = CONTRACT
 
     def line(self) -> str:
         where = f" [{self.column}]" if self.column else ""
-        return f"{self.expectation}{where}: observed {self.observed}; expected {self.expected}"
+        band = f" ({self.level} band)" if self.level != CONTRACT else ""
+        return (
+            f"{self.expectation}{where}{band}: observed {self.observed}; expected {self.expected}"
+        )
 
 
 @dataclass(frozen=True)
 class ValidationSummary:
-    """What one run found; equal for reruns of the same partition and history."""
+    """What one run found; equal for reruns of the same partition, history and reason.
+
+    `failures` block publishing; `warnings` do not (warn-band findings, and fail-band findings
+    an operator accepted); `accepted` is the operator's reason when something was accepted.
+    """
 
     suite: str
     ds: date
@@ -148,25 +255,61 @@ class ValidationSummary:
     history: tuple[date, ...]
     parameters: dict[str, Any]
     docs: Path
+    warnings: tuple[Failure, ...] = ()
+    accepted: str | None = None
 
     @property
     def success(self) -> bool:
         return not self.failures
 
     def line(self) -> str:
-        """The one line the CLI prints on success."""
-        return (
-            f"{self.suite} ds={self.ds}: {self.evaluated} expectations passed on {self.rows} rows "
-            f"({len(self.history)} earlier partition(s) for the bounds); Data Docs: {self.docs}"
+        """What the CLI prints on success: the summary, then one `WARNING` line per warning."""
+        passed = self.evaluated - len(self.warnings)
+        flagged = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        if self.accepted is not None:
+            flagged += f" (fail-band findings accepted: {self.accepted})"
+        head = (
+            f"{self.suite} ds={self.ds}: {passed} of {self.evaluated} expectations passed"
+            f"{flagged} on {self.rows} rows ({len(self.history)} earlier partition(s) for the "
+            f"bands); Data Docs: {self.docs}"
         )
+        return "\n".join([head, *self.warning_lines()])
 
-    def message(self) -> str:
-        """What a failed run reports: every failed expectation, then where the HTML is."""
+    def warning_lines(self) -> list[str]:
+        lines = []
+        for warning in self.warnings:
+            accepted = f" [accepted: {self.accepted}]" if warning.level == FAIL else ""
+            lines.append(f"WARNING {self.suite} ds={self.ds}: {warning.line()}{accepted}")
+        return lines
+
+    def message(self, accept: str | None = None) -> str:
+        """What a failed run reports: every failure, the warnings, where the HTML is, and why
+        the day can or cannot be accepted."""
         head = (
             f"{self.suite} ds={self.ds}: {len(self.failures)} of {self.evaluated} expectations "
             f"failed on {self.partition} ({self.rows} rows); Data Docs: {self.docs}"
         )
-        return "\n".join([head, *(f"  - {failure.line()}" for failure in self.failures)])
+        contract = [f for f in self.failures if f.level == CONTRACT]
+        if contract and accept is not None:
+            tail = (
+                f"The accept reason ({accept}) was not applied: contract failures "
+                f"({len(contract)}) are never accepted; fix the data and rerun."
+            )
+        elif contract:
+            tail = "Contract failures: fix the data and rerun."
+        else:
+            tail = (
+                "Only statistical fail bands failed: if the business really changed, rerun with "
+                f"a reason to accept the day ({ACCEPT_ENV}, the DAG's accept param)."
+            )
+        return "\n".join(
+            [
+                head,
+                *(f"  - {failure.line()}" for failure in self.failures),
+                *(f"  {line}" for line in self.warning_lines()),
+                tail,
+            ]
+        )
 
 
 def suites_dir() -> Path:
@@ -181,56 +324,105 @@ def docs_dir(lake: Lake | Path, suite: str) -> Path:
     return Lake.of(lake).local_folder(f"{REPORTS}/{suite}")
 
 
+def accepted_record(suite: str, ds: date) -> str:
+    """Lake-relative name of the record of an operator's acceptance of `ds`."""
+    return f"{REPORTS}/{suite}/accepted/{partition_name(ds)}.json"
+
+
 def run_validate(ds: date, suite: str) -> str:
-    """CLI entry: validate the lake's published partition, return the summary line or raise."""
-    return validate(Lake.from_settings(), ds, suite).line()
+    """CLI entry: validate the lake's published partition, return the summary or raise."""
+    from churnflow.settings import get_settings
+
+    accept = get_settings().accept_reason
+    return validate(Lake.from_settings(), ds, suite, accept=accept).line()
 
 
 def validate(
-    lake: Lake | Path, ds: date, suite: str, *, staged: Path | None = None
+    lake: Lake | Path,
+    ds: date,
+    suite: str,
+    *,
+    staged: Path | None = None,
+    accept: str | None = None,
 ) -> ValidationSummary:
-    """Run the suite's checkpoints on `ds`; raise ValidationError when anything fails.
+    """Run the suite's checkpoints on `ds`; raise ValidationError when anything blocks it.
 
     `staged` is a partition a step wrote but has not published yet (write, audit, publish);
     without it the published partition is checked. History always comes from published days.
+    `accept` is an operator's reason to let fail-band (statistical) findings through as
+    warnings; it is recorded beside the result. Contract failures block whatever the reason.
     """
     from churnflow.spark import get_spark
 
     lake = Lake.of(lake)
+    accept = accept.strip() if accept and accept.strip() else None
     definition = SuiteDefinition.load(suite)
     partition = staged or lake.partition_path(definition.dataset, ds)
     _require_data(partition, suite)
     spark = get_spark()
-    frame = spark.read.parquet(partition.as_uri())
+    frame = spark.read.parquet(str(partition))  # as_uri() would escape the `=` of ds=…
     history = earlier_partitions(lake, definition.dataset, ds, definition.history_partitions)
-    parameters = {
+    bands = definition.bands
+    per_day = history_stats(
+        spark, lake.dataset_path(definition.dataset), history, [b.stat for b in bands]
+    )
+    expected = {stat: baseline(values, ds) for stat, values in per_day.items()}
+    parameters: dict[str, Any] = {
         "ds_start": datetime.combine(ds, time(), UTC),
         "ds_end": datetime.combine(ds + timedelta(days=1), time(), UTC),
     }
-    parameters |= history_bounds(
-        spark, lake.dataset_path(definition.dataset), history, definition.bounds
-    )
+    for check in bands:
+        parameters |= check.parameters(expected[check.stat])
     rows = to_pandas(frame)
-    results = _run_checkpoints(lake, ds, definition, frame=frame, rows=rows, parameters=parameters)
-    origins = _bound_origins(definition, len(history))
-    summary = ValidationSummary(
-        suite=suite,
-        ds=ds,
-        partition=partition,
-        rows=len(rows),
-        evaluated=sum(len(result.results) for result in results),
-        failures=tuple(
-            _failure(item, origins)
-            for result in results
+    gx_rows = definition.gx_expectations(expected)
+    with _site_lock(docs_dir(lake, suite)):
+        context, results = _run_checkpoints(
+            lake,
+            ds,
+            definition,
+            frame=frame,
+            rows=rows,
+            parameters=parameters,
+            expectations=gx_rows,
+        )
+        findings = [
+            _failure(item)
+            for result in results.values()
             for item in result.results
             if not item.success
-        ),
-        history=tuple(_day_of(path) for path in history),
-        parameters=parameters,
-        docs=docs_dir(lake, suite) / "index.html",
-    )
+        ]
+        failures = [f for f in findings if f.level != WARN]
+        warnings = [f for f in findings if f.level == WARN]
+        accepted = None
+        if failures and accept is not None and all(f.level == FAIL for f in failures):
+            warnings, failures, accepted = warnings + failures, [], accept
+        summary = ValidationSummary(
+            suite=suite,
+            ds=ds,
+            partition=partition,
+            rows=len(rows),
+            evaluated=sum(len(result.results) for result in results.values()),
+            failures=tuple(failures),
+            history=tuple(_day_of(path) for path in history),
+            parameters=parameters,
+            docs=docs_dir(lake, suite) / "index.html",
+            warnings=tuple(warnings),
+            accepted=accepted,
+        )
+        _record(context, results, summary)
+    if accepted is not None:
+        record = {
+            "suite": suite,
+            "ds": ds.isoformat(),
+            "partition": str(partition),
+            "reason": accepted,
+            "accepted": [w.line() for w in summary.warnings if w.level == FAIL],
+            "warnings": [w.line() for w in summary.warnings if w.level == WARN],
+            "data_docs": str(summary.docs),
+        }
+        lake.write_bytes(accepted_record(suite, ds), json.dumps(record, indent=2).encode())
     if not summary.success:
-        raise ValidationError(summary.message(), summary)
+        raise ValidationError(summary.message(accept), summary)
     return summary
 
 
@@ -251,17 +443,17 @@ def earlier_partitions(lake: Lake, dataset: str, ds: date, limit: int) -> list[P
     return [lake.partition_path(dataset, day) for day in days]
 
 
-def history_bounds(
-    spark: SparkSession, root: Path, history: Sequence[Path], bounds: Sequence[Bound]
-) -> dict[str, float | None]:
-    """Every bound's value, from one Spark aggregation over the earlier partitions.
+def history_stats(
+    spark: SparkSession, root: Path, history: Sequence[Path], stats: Sequence[str]
+) -> dict[str, dict[date, float]]:
+    """Each statistic per earlier day, from one Spark aggregation over their partitions.
 
     `mergeSchema` lets an earlier day that lacks a column count as having no value for it
     instead of failing the read; a day whose types conflict fails with a clear message.
     """
-    stats = sorted({bound.stat for bound in bounds})
-    per_day: dict[str, list[float]] = {stat: [] for stat in stats}
-    if history and stats:
+    names = sorted(set(stats))
+    per_day: dict[str, dict[date, float]] = {stat: {} for stat in names}
+    if history and names:
         from pyspark.errors import PySparkException
 
         try:
@@ -270,20 +462,21 @@ def history_bounds(
                 .option("mergeSchema", "true")
                 .parquet(*(str(path) for path in history))
                 .groupBy("ds")
-                .agg(*(_aggregate(stat).alias(f"stat{n}") for n, stat in enumerate(stats)))
+                .agg(*(_aggregate(stat).alias(f"stat{n}") for n, stat in enumerate(names)))
                 .collect()
             )
         except PySparkException as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValidationError(
-                f"cannot compute the history bounds ({', '.join(stats)}) from "
+                f"cannot compute the history of {', '.join(names)} from "
                 f"{len(history)} earlier partition(s) of {root}: {first}"
             ) from err
         for row in days:
-            for number, stat in enumerate(stats):
+            day = row["ds"] if isinstance(row["ds"], date) else date.fromisoformat(str(row["ds"]))
+            for number, stat in enumerate(names):
                 if row[f"stat{number}"] is not None:
-                    per_day[stat].append(float(row[f"stat{number}"]))
-    return {bound.name: bound.value(per_day[bound.stat]) for bound in bounds}
+                    per_day[stat][day] = float(row[f"stat{number}"])
+    return per_day
 
 
 def _aggregate(stat: str) -> Column:
@@ -372,56 +565,81 @@ def _run_checkpoints(
     frame: DataFrame,
     rows: pd.DataFrame,
     parameters: dict[str, Any],
-) -> list[ExpectationSuiteValidationResult]:
+    expectations: Sequence[dict[str, Any]],
+) -> tuple[AbstractDataContext, dict[Any, ExpectationSuiteValidationResult]]:
+    """Both checkpoints of the day; `_record` then adds the verdict and builds Data Docs."""
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
-    site = docs_dir(lake, definition.name)
-    context = _context(site)
+    context = _context(docs_dir(lake, definition.name))
     batches = {
         "schema": context.data_sources.add_spark("schema", persist=False),
         "rows": context.data_sources.add_pandas("rows"),
     }
     parts = {
         "schema": (f"{definition.name}.schema", definition.schema, frame),
-        "rows": (definition.name, definition.expectations, rows),
+        "rows": (definition.name, expectations, rows),
     }
     run_id = RunIdentifier(run_name=f"ds={ds}", run_time=datetime.combine(ds, time(), UTC))
-    results = []
-    with _site_lock(site):
-        for part, (suite_name, expectations, data) in parts.items():
-            batch = batches[part].add_dataframe_asset(definition.name)
-            suite = context.suites.add(
-                gx.ExpectationSuite(
-                    name=suite_name,
-                    expectations=[dict(e) for e in expectations],
-                    notes=definition.notes,
-                )
+    results = {}
+    for part, (suite_name, suite_expectations, data) in parts.items():
+        batch = batches[part].add_dataframe_asset(definition.name)
+        suite = context.suites.add(
+            gx.ExpectationSuite(
+                name=suite_name,
+                expectations=[dict(e) for e in suite_expectations],
+                notes=definition.notes,
             )
-            checkpoint = context.checkpoints.add(
-                gx.Checkpoint(
-                    name=suite_name,
-                    validation_definitions=[
-                        context.validation_definitions.add(
-                            gx.ValidationDefinition(
-                                name=suite_name,
-                                data=batch.add_batch_definition_whole_dataframe("day"),
-                                suite=suite,
-                            )
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=suite_name,
+                validation_definitions=[
+                    context.validation_definitions.add(
+                        gx.ValidationDefinition(
+                            name=suite_name,
+                            data=batch.add_batch_definition_whole_dataframe("day"),
+                            suite=suite,
                         )
-                    ],
-                    actions=[UpdateDataDocsAction(name="data_docs")],
-                    result_format={"result_format": "BASIC"},
-                )
+                    )
+                ],
+                actions=[],
+                result_format={"result_format": "BASIC"},
             )
-            outcome = checkpoint.run(
-                batch_parameters={"dataframe": data},
-                expectation_parameters=parameters,
-                run_id=run_id,
-            )
-            results.extend(outcome.run_results.values())
-    return results
+        )
+        outcome = checkpoint.run(
+            batch_parameters={"dataframe": data},
+            expectation_parameters=parameters,
+            run_id=run_id,
+        )
+        results |= outcome.run_results
+    return context, results
+
+
+def _record(
+    context: AbstractDataContext,
+    results: Mapping[Any, ExpectationSuiteValidationResult],
+    summary: ValidationSummary,
+) -> None:
+    """Store each result with the day's verdict, warnings and acceptance; build its Data Docs.
+
+    A result's `success` is the verdict (warnings do not fail a day), so the Data Docs index
+    shows the days that were published as passed; its `meta.churnflow` lists the warnings
+    and the operator's reason.
+    """
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+    )
+
+    for key, result in results.items():
+        result.success = summary.success
+        result.meta["churnflow"] = {
+            "warnings": [warning.line() for warning in summary.warnings],
+            "accepted": summary.accepted,
+        }
+        context.validation_results_store.set(key, result)
+    suites = {ExpectationSuiteIdentifier(name=result.suite_name) for result in results.values()}
+    context.build_data_docs(site_names=["lake"], resource_identifiers=[*results, *suites])
 
 
 def _columns(kwargs: Mapping[str, Any]) -> str | None:
@@ -431,39 +649,17 @@ def _columns(kwargs: Mapping[str, Any]) -> str | None:
     )
 
 
-def _bound_origins(definition: SuiteDefinition, days: int) -> dict[tuple[str, str | None], str]:
-    """For each expectation with history bounds, how they were computed (for the message)."""
-    bounds = {bound.name: bound for bound in definition.bounds}
-    origins = {}
-    for expectation in definition.expectations:
-        kwargs = expectation.get("kwargs", {})
-        used = [
-            bounds[value["$PARAMETER"]]
-            for value in kwargs.values()
-            if isinstance(value, dict) and value.get("$PARAMETER") in bounds
-        ]
-        if not used:
-            continue
-        if days:
-            factors = " and ".join(f"{bound.times}x" for bound in used)
-            origin = f"{factors} the median {used[0].stat} of {days} earlier partition(s)"
-        else:
-            origin = "no earlier partition: bounds relaxed"
-        origins[(expectation["type"], _columns(kwargs))] = origin
-    return origins
-
-
-def _failure(item: Any, origins: Mapping[tuple[str, str | None], str]) -> Failure:
+def _failure(item: Any) -> Failure:
     config = item.expectation_config
-    column = _columns(config.kwargs)
     error = _exception_text(item.exception_info)
     expected = _expected(config.type, config.kwargs, item.result or {})
-    origin = origins.get((config.type, column))
+    origin = (config.meta or {}).get("band")
     return Failure(
         expectation=config.type,
-        column=column,
+        column=_columns(config.kwargs),
         observed=f"an error ({error})" if error is not None else _observed(item.result or {}),
         expected=f"{expected} ({origin})" if origin else expected,
+        level=(config.meta or {}).get("level", CONTRACT),
     )
 
 
