@@ -21,7 +21,7 @@ else
 TORCH_SOURCE := --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
 endif
 
-.PHONY: help setup demo up down status test lint format bench bench-features bench-backfill lock images clean
+.PHONY: help setup demo up down status test lint format step-docs bench bench-features bench-backfill lock images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ lint: $(STAMP) ## ruff lint and format check
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+step-docs: $(STAMP) ## regenerate the task docs (plugins/churnflow_airflow/step_docs.json) from the CLI's help
+	PYTHONPATH=plugins $(PY) -m churnflow_airflow.step_docs
 
 test: lint ## lint, then the whole test suite (unit, DAG, pod specs, end to end)
 	$(VENV)/bin/pytest

@@ -38,7 +38,7 @@ def reports_url(path: str, lake: str) -> str | None:
         path = os.path.realpath(path.removeprefix("file://"))
     if not path.startswith(root):
         return None
-    relative = quote(path[len(root) :])
+    relative = quote(path[len(root) :], safe="/=")
     base = os.environ.get("CHURNFLOW_REPORTS_URL")
     if not base:
         from airflow.configuration import conf

@@ -38,6 +38,14 @@ def container_exit_code(pod: k8s.V1Pod | None, container: str = BASE_CONTAINER) 
     return None
 
 
+def pod_step_failure(
+    err: AirflowException, remote_pod: k8s.V1Pod | None, container: str = BASE_CONTAINER
+) -> AirflowException:
+    """What a failed pod fails its task with: the provider's message, the exit code's rule."""
+    code = container_exit_code(remote_pod, container)
+    return step_failure(code, f"{err}\n{container} container exit code: {code}")
+
+
 class _StepLogWatcher(KubernetesPodOperatorCallback):
     """Hands each line of the step's log to its operator (sync mode only)."""
 
@@ -74,8 +82,7 @@ class StepPodOperator(DataDocsWatcher, KubernetesPodOperator):
         except AirflowSkipException:
             raise
         except AirflowException as err:
-            code = container_exit_code(remote_pod, self.base_container_name)
-            raise step_failure(code, f"{err}\nbase container exit code: {code}") from err
+            raise pod_step_failure(err, remote_pod, self.base_container_name) from err
 
 
 def pod_operator(spec: Step, settings: StepSettings, **operator_kwargs: Any) -> StepPodOperator:

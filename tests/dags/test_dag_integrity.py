@@ -38,7 +38,8 @@ def test_dag_carries_owner_tags_docs_retries_and_failure_callback(dag_id: str) -
     assert dag.on_failure_callback, "DAG-level failure callback"
     for task in dag.tasks:
         assert task.owner == "ml-platform", task.task_id
-        assert task.retries >= 1, task.task_id
+        if hasattr(task, "argv") or hasattr(task, "cmds"):  # a step: engine failures retry
+            assert task.retries >= 1, task.task_id
         assert task.on_failure_callback, task.task_id
         assert task.execution_timeout is not None, task.task_id
 

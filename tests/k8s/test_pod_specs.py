@@ -36,8 +36,8 @@ POD_STEPS = [
 ]
 
 
-def render_pod(task: Any) -> dict[str, Any]:
-    """The pod of `task` for SAMPLE_DS, as the JSON the API server receives."""
+def render_pod(task: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The pod of `task` for SAMPLE_DS (and run `params`), as the JSON the API server receives."""
     dag = task.dag
     run_id = f"scheduled__{SAMPLE_DS}T00:00:00+00:00"
     ti = SimpleNamespace(
@@ -56,7 +56,7 @@ def render_pod(task: Any) -> dict[str, Any]:
         "task": task,
         "ti": ti,
         "task_instance": ti,
-        "params": {},
+        "params": {**dag.params.dump(), **(params or {})},  # the run's: defaults, then overrides
     }
     task.render_template_fields(context, jinja_env=dag.get_template_env())
     pod = task.build_pod_request_obj(context, dry_run=True)
