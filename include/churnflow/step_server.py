@@ -254,8 +254,13 @@ class StepServer:
         socket_path = self.socket_path
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path.unlink(missing_ok=True)
-        self.listener.bind(str(socket_path))
-        socket_path.chmod(0o600)  # whoever can connect runs commands as this user
+        # Whoever can connect runs commands as this user: the socket is created private (no
+        # window between bind and a chmod in which another user could connect).
+        previous_umask = os.umask(0o177)
+        try:
+            self.listener.bind(str(socket_path))
+        finally:
+            os.umask(previous_umask)
         self.listener.listen(64)
         _become_subreaper()
         os.set_blocking(self._wake_r, False)

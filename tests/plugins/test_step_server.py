@@ -94,6 +94,10 @@ def test_a_step_runs_forked_with_the_callers_env_and_output(
     assert f"churnflow check-landing --ds {DAY}" in served.read_text()
 
 
+def test_the_socket_is_created_private(server: tuple[Path, Path]) -> None:
+    assert server[0].stat().st_mode & 0o777 == 0o600
+
+
 def test_a_data_error_fails_without_retry_and_shows_the_message(
     served: Path, tmp_path: Path
 ) -> None:
