@@ -57,6 +57,7 @@ def render_pod(task: Any, params: dict[str, Any] | None = None) -> dict[str, Any
         "ti": ti,
         "task_instance": ti,
         "params": {**dag.params.dump(), **(params or {})},  # the run's: defaults, then overrides
+        "var": {"json": {}, "value": {}},  # no Airflow Variables set
     }
     task.render_template_fields(context, jinja_env=dag.get_template_env())
     pod = task.build_pod_request_obj(context, dry_run=True)
