@@ -1,31 +1,55 @@
 """
 ### churn_features
 
-Daily features for day `ds`, on Spark, dbt and Great Expectations:
+Daily features for day `ds`, on Spark, dbt and Great Expectations. Every dataset is written to
+a hidden staging folder, checked there, and only then published (write, audit, publish): a day
+that fails a check leaves the published partition as it was.
 
 1. `wait_for_orders` — the day's raw orders have landed (reschedule mode).
-2. `ingest_orders` — `churnflow ingest`: raw → `silver/orders/ds=<ds>`, typed and
-   deduplicated (also against earlier days); rejected rows go to `quarantine/orders` with
-   the rule they broke. Fails, leaving silver untouched, when the rejected share is too high.
-3. `validate_orders` — Great Expectations suite `silver_orders`.
-4. `build_features` — `churnflow features`: dbt build of `customer_features` for `ds`
-   (only data up to the end of `ds`; dbt tests must pass).
-5. `validate_features` — suite `customer_features`; on success the **customer_features**
-   asset is updated, which downstream DAGs follow.
+2. `wait_for_previous_ingest` — the previous day's `ingest_orders` succeeded (deduplication
+   across days needs it). Fails at once, naming the first failed day, when it did not.
+3. `ingest_orders` — `churnflow ingest`: raw → `silver/orders/ds=<ds>`, typed and
+   deduplicated (also against earlier days); rejected rows go to `quarantine/orders` with the
+   rule they broke. The `silver_orders` suite runs on the staged day before it is published.
+4. `wait_for_previous_features` — the previous day's `build_features` succeeded (the running
+   state chains on it); fails at once when it did not.
+5. `build_features` — `churnflow features`: dbt build of `customer_features` for `ds` (only
+   data up to the end of `ds`); dbt tests and the `customer_features` suite run on the staged
+   tables before they are published.
+6. `publish_customer_features` — an event of the **customer_features** asset with
+   `extra.ds`, which downstream DAGs follow.
 
-A failed validation stops the run before anything downstream reads the day. `ingest_orders`
-and `build_features` depend on the previous day's run (`depends_on_past`): deduplication
-across days and the look-back windows need every earlier day in place, so a backfill builds
-days in order while sensors and validations of other days run alongside. Data Docs:
+**Checks.** Contract breaks fail the step without retries (exit 65). Statistical checks (row
+counts, means, medians) learn from recent days with weekday seasonality and have two levels:
+outside the warn band the day is published with a `WARNING` line and recorded in the Data
+Docs; outside the fail band (order-of-magnitude jumps, empty days) it fails. A flagged day the
+business explains (a holiday, a launch) is accepted with a reason: the `accept_reason` param
+of a new run, or, to rerun an existing day, `{"<ds>": "<reason>"}` in the Airflow Variable
+`churnflow_accept_reasons` and a clear of the failed task. The reason is recorded beside the
+validation result.
+
+**Params** (Trigger DAG w/ config): `max_reject_share` overrides the share of raw rows ingest
+may quarantine for this run; `accept_reason` accepts statistical flags of this run's day.
+
+**Backfills and reruns**: README, "Backfills, reruns and resuming". Data Docs:
 `<lake>/reports/gx/`.
 """
 
-from airflow.sdk import DAG, chain
+from airflow.sdk import DAG, Param, chain
 
+from churnflow_airflow.asset_events import PublishedPartition
 from churnflow_airflow.assets import CUSTOMER_FEATURES
 from churnflow_airflow.landing_sensor import LandingPartitionSensor
 from churnflow_airflow.policy import START_DATE, alert_failure, daily, default_args
+from churnflow_airflow.previous_day import PreviousDaySensor
 from churnflow_airflow.steps import step
+
+# A run's `accept_reason` param, or for a rerun of an existing day (runs keep their params) the
+# reason an operator stored under the day in the `churnflow_accept_reasons` Variable.
+ACCEPT = {
+    "CHURNFLOW_ACCEPT_REASON": "{{ params.accept_reason or "
+    "var.json.get('churnflow_accept_reasons', {}).get(ds, '') }}"
+}
 
 with DAG(
     dag_id="churn_features",
@@ -37,35 +61,56 @@ with DAG(
     on_failure_callback=alert_failure,
     tags=["churn", "features", "spark", "dbt", "data-quality"],
     doc_md=__doc__,
+    params={
+        "max_reject_share": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description="Largest share of the day's raw orders ingest may quarantine in this "
+            "run (default: CHURNFLOW_MAX_REJECT_SHARE, 0.01).",
+        ),
+        "accept_reason": Param(
+            None,
+            type=["null", "string"],
+            description="Accept this day's statistical flags (row counts, means) and publish "
+            "it; the reason is recorded beside the validation result. Contract breaks are "
+            "never accepted.",
+        ),
+    },
 ):
     ds = "{{ ds }}"
+    wait_for_orders = LandingPartitionSensor(task_id="wait_for_orders", dataset="raw/orders")
+    ingest_orders = step(
+        "ingest_orders",
+        image="spark",
+        profile="spark",
+        argv=["churnflow", "ingest", "--ds", ds],
+        env={
+            "CHURNFLOW_MAX_REJECT_SHARE": "{{ params.max_reject_share if params.max_reject_share"
+            " is not none else '' }}",
+            **ACCEPT,
+        },
+    )
+    build_features = step(
+        "build_features",
+        image="spark",
+        profile="spark",
+        argv=["churnflow", "features", "--ds", ds],
+        env=ACCEPT,
+    )
     chain(
-        LandingPartitionSensor(task_id="wait_for_orders", dataset="raw/orders"),
-        step(
-            "ingest_orders",
-            image="spark",
-            profile="spark",
-            argv=["churnflow", "ingest", "--ds", ds],
-            depends_on_past=True,
-        ),
-        step(
-            "validate_orders",
-            image="spark",
-            profile="spark",
-            argv=["churnflow", "validate", "--ds", ds, "--suite", "silver_orders"],
-        ),
-        step(
-            "build_features",
-            image="spark",
-            profile="spark",
-            argv=["churnflow", "features", "--ds", ds],
-            depends_on_past=True,
-        ),
-        step(
-            "validate_features",
-            image="spark",
-            profile="spark",
-            argv=["churnflow", "validate", "--ds", ds, "--suite", "customer_features"],
-            outlets=[CUSTOMER_FEATURES],
-        ),
+        [
+            wait_for_orders,
+            PreviousDaySensor(task_id="wait_for_previous_ingest", step="ingest_orders"),
+        ],
+        ingest_orders,
+    )
+    chain(
+        [
+            ingest_orders,
+            PreviousDaySensor(task_id="wait_for_previous_features", step="build_features"),
+        ],
+        build_features,
+        PublishedPartition(task_id="publish_customer_features", asset=CUSTOMER_FEATURES),
     )

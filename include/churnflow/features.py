@@ -1,10 +1,18 @@
 """`churnflow features --ds D`: the dbt build of the feature models for one day, on Spark.
 
-The dbt project (`include/dbt`) turns silver orders into `features/customer_features/ds=D`.
+The dbt project (`include/dbt`) turns silver orders into `features/customer_features/ds=D`
+(through `customer_daily` and `customer_state`). Write, audit, publish: dbt writes the day's
+tables into a hidden staging folder of `<lake>/features`, dbt's tests and the
+`customer_features` Great Expectations suite check them there, and only then are the staged
+partitions swapped into the published datasets; a failed check leaves every published
+partition as it was and names the rule. Which days to aggregate, and whether the running state
+may chain on yesterday's, is decided here from the lake's listing (when each partition was
+written), so a day whose silver was re-ingested after it was aggregated is aggregated again and
+the state built on it rebuilt, instead of silently carrying the old numbers forward.
+
 dbt runs inside this process so that, with the `local` target, it reuses the SparkSession that
 `churnflow.spark` builds (a classic local session, or Spark Connect when `SPARK_REMOTE` is set):
 one session start per step. The `cluster` target sends the same SQL to a Spark Thrift Server.
-Any failed dbt model or test becomes a FeaturesError naming the model, the rule and the count.
 """
 
 from __future__ import annotations
@@ -16,19 +24,21 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from churnflow.errors import ConfigError, DataError
+from churnflow.lake import CUSTOMER_FEATURES, FEATURES, RAW_CUSTOMERS, SILVER_ORDERS, Lake
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-FEATURES = "features/customer_features"
-SILVER_ORDERS = "silver/orders"
-RAW_CUSTOMERS = "raw/customers"
-# The feature model and everything upstream of it (staging views, daily and state models), with
+DAILY = f"{FEATURES}/customer_daily"
+STATE = f"{FEATURES}/customer_state"
+# The models of the build, in the order their staged partitions are published (the product last).
+MODELS = ("customer_daily", "customer_state", "customer_features")
+# The feature model and everything upstream of it (staging CTEs, daily and state models), with
 # their tests.
 SELECTION = "+customer_features"
 # The lake dataset behind each model, to name it in failures.
@@ -72,6 +82,8 @@ class FeaturesResult:
     seconds: float
     node_seconds: dict[str, float] = field(default_factory=dict)
     dbt_seconds: float = 0.0
+    plan: BuildPlan | None = None
+    validation: str = ""  # the customer_features suite's line for the published day
 
     def slowest_nodes(self, count: int = 3) -> str:
         """`name 1.6, name 1.2, ...`: where a slow day went, for the task log."""
@@ -79,75 +91,86 @@ class FeaturesResult:
         return ", ".join(f"{name} {seconds:.1f}" for name, seconds in ranked)
 
 
-def lake_uri(lake: Path | str) -> str:
-    """The lake root as the URI Spark and dbt use: `file:///abs/path` for a local folder."""
-    text = str(lake)
-    if "://" in text and not text.startswith("file://"):
-        return text.rstrip("/")
-    return Path(text.removeprefix("file://")).expanduser().resolve().as_uri()
+@dataclass(frozen=True)
+class BuildPlan:
+    """What one run builds, decided from when each lake partition was written."""
+
+    ds: date
+    aggregate_days: tuple[date, ...]
+    state_from_yesterday: bool
+    republished: tuple[date, ...] = ()
+
+    def note(self) -> str:
+        """A line for the task log when the run does more than its own day, and why."""
+        if not self.republished:
+            return ""
+        days = ", ".join(day.isoformat() for day in self.republished)
+        return (
+            f"silver orders of {days} were re-ingested after their daily aggregate was built: "
+            "aggregating them again and rebuilding the running state from all daily aggregates. "
+            "Features of the days between keep the old numbers until they are rebuilt (README, "
+            "'Rebuilding a range')"
+        )
 
 
-def _filesystem(uri: str) -> tuple[Any, str]:
-    """A pyarrow filesystem and path for a lake URI (s3a:// is Hadoop's name for s3://)."""
-    from pyarrow import fs
+def plan_build(lake: Lake, ds: date) -> BuildPlan:
+    """The days to aggregate and whether yesterday's state can be chained on.
 
-    if uri.startswith("s3a://"):
-        uri = "s3://" + uri.removeprefix("s3a://")
-    return fs.FileSystem.from_uri(uri)
+    A day is aggregated when it is `ds`, when silver has it but no daily aggregate does (a
+    first run over history, a late day), or when its silver was published after its aggregate
+    (a rerun of ingest). The state chains on yesterday's only when nothing earlier than `ds` is
+    being aggregated and yesterday's state was written after every earlier daily aggregate.
+    """
+    silver = lake.published(SILVER_ORDERS)
+    if ds not in silver:
+        raise FeaturesError(
+            f"features ds={ds}: silver orders have no partition at "
+            f"{lake.partition_uri(SILVER_ORDERS, ds)}; run `churnflow ingest --ds {ds}` first"
+        )
+    daily = lake.published(DAILY)
+    missing = {day for day in silver if day < ds and day not in daily}
+    republished = {day for day in silver if day < ds and day in daily and silver[day] > daily[day]}
+    aggregate = tuple(sorted({ds} | missing | republished))
+    state = lake.published(STATE)
+    yesterday = ds - timedelta(days=1)
+    newest_daily = max((t for day, t in daily.items() if day < ds), default=0.0)
+    chain = aggregate == (ds,) and yesterday in state and state[yesterday] >= newest_daily
+    return BuildPlan(ds, aggregate, chain, tuple(sorted(republished)))
 
 
-def _exists(uri: str) -> bool:
-    from pyarrow import fs
-
-    filesystem, path = _filesystem(uri)
-    return filesystem.get_file_info(path).type != fs.FileType.NotFound
-
-
-def _customers_format(root: str) -> str:
+def _customers_format(lake: Lake) -> str:
     """`csv` or `parquet` for the optional raw/customers dataset; empty when it is absent."""
-    from pyarrow import fs
-
-    uri = f"{root}/{RAW_CUSTOMERS}"
-    if not _exists(uri):
-        return ""
-    filesystem, path = _filesystem(uri)
-    names = [i.base_name for i in filesystem.get_file_info(fs.FileSelector(path, recursive=True))]
     formats = {
-        name.rsplit(".", 1)[-1]
-        for name in names
-        if name.endswith((".csv", ".parquet")) and not name.startswith((".", "_"))
+        item.suffix.lstrip(".")
+        for day in lake.partitions(RAW_CUSTOMERS)
+        for item in lake.files(RAW_CUSTOMERS, day)
+        if item.suffix in (".csv", ".parquet")
     }
     if len(formats) > 1:
         raise FeaturesError(
-            f"raw customers at {uri} mix CSV and Parquet files; one dataset has one format"
+            f"raw customers at {lake.dataset_uri(RAW_CUSTOMERS)} mix CSV and Parquet files; "
+            "one dataset has one format"
         )
     return formats.pop() if formats else ""
 
 
-def partitions_fingerprint(uri: str) -> str:
+def partitions_fingerprint(lake: Lake, dataset: str) -> str:
     """md5 of a dataset's partition folder names (`ds=...`), sorted, one per line.
 
     The dbt hook compares it with the metastore's `show partitions` and repairs the table only
     when they differ; listing one folder here costs milliseconds, a repair up to a second.
     """
-    from pyarrow import fs
-
-    if not _exists(uri):
+    root = lake.dataset_path(dataset)
+    if not root.is_dir():
         return ""
-    filesystem, path = _filesystem(uri)
-    names = sorted(
-        info.base_name
-        for info in filesystem.get_file_info(fs.FileSelector(path))
-        if info.type == fs.FileType.Directory and info.base_name.startswith("ds=")
-    )
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("ds="))
     return hashlib.md5("\n".join(names).encode(), usedforsecurity=False).hexdigest()
 
 
-def _count_rows(uri: str) -> int:
+def _count_rows(folder: Path) -> int:
     import pyarrow.dataset as ds
 
-    filesystem, path = _filesystem(uri)
-    return ds.dataset(path, filesystem=filesystem, format="parquet").count_rows()
+    return ds.dataset(folder, format="parquet").count_rows()
 
 
 def _invoke_dbt(settings: DbtSettings, args: Sequence[str]) -> Any:
@@ -196,7 +219,7 @@ def _describe_failure(result: Any, root: str, ds: date, spark: SparkSession | No
         return f"{node.resource_type} {node.name} failed: {' '.join(lines)}"
     model = (node.attached_node or "").rsplit(".", 1)[-1] or node.name
     test = node.test_metadata.name if node.test_metadata else node.name
-    dataset = DATASETS.get(model, f"features/{model}")
+    dataset = DATASETS.get(model, f"{FEATURES}/{model} (staged, not published)")
     scope = f" ({root}/{dataset}/ds={ds.isoformat()})"
     rows = _failed_rows(spark, getattr(node, "compiled_code", None))
     if test == "row_rules" and rows:
@@ -230,56 +253,74 @@ def _check_result(
 
 
 def build_features(
-    lake: Path | str, ds: date, *, settings: DbtSettings | None = None
+    lake: Lake | Path | str,
+    ds: date,
+    *,
+    settings: DbtSettings | None = None,
+    accept: str | None = None,
 ) -> FeaturesResult:
-    """Run `dbt build` of the feature models for `ds`; raise FeaturesError on any failure."""
+    """Build, check and publish the day's features; raise FeaturesError on any failure."""
+    from churnflow.validate import validate
+
     started = time.perf_counter()
+    lake = Lake.of(lake)
     settings = settings or DbtSettings.from_env()
-    root = lake_uri(lake)
-    silver_day = f"{root}/{SILVER_ORDERS}/ds={ds.isoformat()}"
-    if not _exists(silver_day):
-        raise FeaturesError(
-            f"features ds={ds}: silver orders have no partition at {silver_day}; "
-            f"run `churnflow ingest --ds {ds}` first"
-        )
+    plan = plan_build(lake, ds)
     spark = None
     if settings.target == "local":
         from churnflow.spark import get_spark
 
         spark = get_spark()  # dbt's session method picks this session up
-    dbt_vars = {
-        "ds": ds.isoformat(),
-        "lake": root,
-        "raw_customers": _customers_format(root),
-        "lake_partitions": {
-            dataset: partitions_fingerprint(f"{root}/{dataset}")
-            for dataset in (SILVER_ORDERS, RAW_CUSTOMERS)
-        },
-    }
-    dbt_started = time.perf_counter()
-    outcome = _invoke_dbt(
-        settings, ["build", "--select", SELECTION, "--vars", json.dumps(dbt_vars)]
-    )
-    dbt_seconds = time.perf_counter() - dbt_started
-    node_seconds = _check_result(outcome, ds, root, spark, settings.state_dir / "logs")
-    location = f"{root}/{FEATURES}/ds={ds.isoformat()}"
+    with lake.staging(FEATURES, f"ds={ds.isoformat()}") as staging:
+        dbt_vars = {
+            "ds": ds.isoformat(),
+            "lake": lake.uri,
+            "staging_root": staging.uri,
+            "aggregate_days": [day.isoformat() for day in plan.aggregate_days],
+            "state_from_yesterday": plan.state_from_yesterday,
+            "raw_customers": _customers_format(lake),
+            "lake_partitions": {
+                dataset: partitions_fingerprint(lake, dataset)
+                for dataset in (SILVER_ORDERS, RAW_CUSTOMERS, DAILY, STATE, CUSTOMER_FEATURES)
+            },
+        }
+        dbt_started = time.perf_counter()
+        outcome = _invoke_dbt(
+            settings, ["build", "--select", SELECTION, "--vars", json.dumps(dbt_vars)]
+        )
+        dbt_seconds = time.perf_counter() - dbt_started
+        node_seconds = _check_result(outcome, ds, lake.uri, spark, settings.state_dir / "logs")
+        staged = staging.partition_path("customer_features", ds)
+        validation = validate(lake, ds, "customer_features", staged=staged, accept=accept)
+        rows = _count_rows(staged)
+        for day in plan.aggregate_days:
+            staging.publish("customer_daily", day)
+        staging.publish("customer_state", ds)
+        location = staging.publish("customer_features", ds)
     return FeaturesResult(
         ds=ds,
-        rows=_count_rows(location),
+        rows=rows,
         location=location,
         seconds=round(time.perf_counter() - started, 2),
         node_seconds=node_seconds,
         dbt_seconds=round(dbt_seconds, 2),
+        plan=plan,
+        validation=validation.line(),
     )
 
 
 def run_features(ds: date) -> str:
-    """The CLI step: build the day's features in the configured lake; two lines for the log."""
+    """The CLI step: build the day's features in the configured lake; lines for the log."""
     from churnflow.settings import get_settings
 
-    result = build_features(get_settings().lake, ds)
-    return (
-        f"features ds={ds}: {result.rows} active customers written to {result.location} "
-        f"in {result.seconds:.1f} s\n"
-        f"dbt build {result.dbt_seconds:.1f} s; slowest nodes (s): {result.slowest_nodes()}"
-    )
+    settings = get_settings()
+    result = build_features(Lake(settings.lake), ds, accept=settings.accept_reason)
+    lines = [
+        f"features ds={ds}: {result.rows} active customers published to {result.location} "
+        f"in {result.seconds:.1f} s",
+        f"dbt build {result.dbt_seconds:.1f} s; slowest nodes (s): {result.slowest_nodes()}",
+        result.validation,
+    ]
+    if result.plan is not None and result.plan.note():
+        lines.insert(0, f"WARNING features ds={ds}: {result.plan.note()}")
+    return "\n".join(lines)

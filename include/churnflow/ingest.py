@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from churnflow.errors import DataError, LandingError
-from churnflow.lake import QUARANTINE_ORDERS, RAW_ORDERS, SILVER_ORDERS, Lake
+from churnflow.lake import QUARANTINE_ORDERS, RAW_ORDERS, SILVER_ORDERS, Lake, file_uri
 from churnflow.landing import REQUIRED_ORDER_COLUMNS, FileSummary, check_landing
 from churnflow.settings import DEFAULT_MAX_REJECT_SHARE
 
@@ -212,7 +212,7 @@ def _read_file(spark: SparkSession, lake: Lake, summary: FileSummary) -> DataFra
         )
     if path.suffix == ".parquet":
         _check_parquet_types(lake, path)
-        frame = spark.read.parquet(path.as_uri())
+        frame = spark.read.parquet(file_uri(path))
     else:
         # The file's own header, all strings; extra or repeated other names get a placeholder.
         schema = StructType(
@@ -224,7 +224,12 @@ def _read_file(spark: SparkSession, lake: Lake, summary: FileSummary) -> DataFra
             ]
         )
         frame = spark.read.csv(
-            path.as_uri(), schema=schema, header=True, escape='"', multiLine=True, mode="PERMISSIVE"
+            file_uri(path),
+            schema=schema,
+            header=True,
+            escape='"',
+            multiLine=True,
+            mode="PERMISSIVE",
         )
     return frame.select(
         *(F.col(f"`{c}`").cast("string").alias(c) for c in REQUIRED_ORDER_COLUMNS),
@@ -381,7 +386,7 @@ def _write_quarantine(classified: DataFrame, lake: Lake, ds: date) -> None:
     with lake.publishing(QUARANTINE_ORDERS, ds) as staging:
         rows.coalesce(1).sortWithinPartitions("source_file", "order_id", "rule").write.mode(
             "overwrite"
-        ).parquet(staging.as_uri())
+        ).parquet(file_uri(staging))
 
 
 def _write_silver(classified: DataFrame, lake: Lake, ds: date, accept: str | None) -> str:
@@ -404,7 +409,7 @@ def _write_silver(classified: DataFrame, lake: Lake, ds: date, accept: str | Non
 
     with lake.publishing(SILVER_ORDERS, ds, audit=audit) as staging:
         rows.coalesce(1).sortWithinPartitions("order_id").write.mode("overwrite").parquet(
-            staging.as_uri()
+            file_uri(staging)
         )
     return checked[0]
 

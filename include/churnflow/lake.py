@@ -49,6 +49,12 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
+def file_uri(path: Path) -> str:
+    """`file:///abs/path` as Spark and Hadoop take it: not percent-encoded (`Path.as_uri()`
+    would turn the `=` of `ds=…` into `%3D`, which Hadoop keeps literally)."""
+    return f"file://{path.as_posix()}"
+
+
 def partition_name(ds: date, key: str = PARTITION_KEY) -> str:
     """`ds=2026-03-01`: the folder name of one partition."""
     return f"{key}={ds.isoformat()}"
@@ -122,19 +128,19 @@ class Staging:
 
     @property
     def uri(self) -> str:
-        return self.root.as_uri()
+        return file_uri(self.root)
 
     def dataset_path(self, name: str = "") -> Path:
         return self.root / name if name else self.root
 
     def dataset_uri(self, name: str = "") -> str:
-        return self.dataset_path(name).as_uri()
+        return file_uri(self.dataset_path(name))
 
     def partition_path(self, name: str, ds: date, key: str = PARTITION_KEY) -> Path:
         return self.dataset_path(name) / partition_name(ds, key)
 
     def partition_uri(self, name: str, ds: date, key: str = PARTITION_KEY) -> str:
-        return self.partition_path(name, ds, key).as_uri()
+        return file_uri(self.partition_path(name, ds, key))
 
     def partition(self, ds: date, key: str = PARTITION_KEY) -> Path:
         """A single dataset's staged partition folder, created empty for a writer."""
@@ -150,7 +156,7 @@ class Staging:
         dataset = f"{self.area}/{name}" if name else self.area
         target = self.lake.partition_path(dataset, ds, key)
         _swap_in(staged, target)
-        return target.as_uri()
+        return file_uri(target)
 
 
 class Lake:
@@ -184,19 +190,19 @@ class Lake:
     @property
     def uri(self) -> str:
         """`file:///abs/path`: what Spark and dbt are given."""
-        return self.root.as_uri()
+        return file_uri(self.root)
 
     def dataset_path(self, dataset: str) -> Path:
         return self.root / dataset
 
     def dataset_uri(self, dataset: str) -> str:
-        return self.dataset_path(dataset).as_uri()
+        return file_uri(self.dataset_path(dataset))
 
     def partition_path(self, dataset: str, ds: date, key: str = PARTITION_KEY) -> Path:
         return self.dataset_path(dataset) / partition_name(ds, key)
 
     def partition_uri(self, dataset: str, ds: date, key: str = PARTITION_KEY) -> str:
-        return self.partition_path(dataset, ds, key).as_uri()
+        return file_uri(self.partition_path(dataset, ds, key))
 
     def relative(self, path: Path) -> str:
         """A path inside the lake as people read it in messages: `raw/orders/ds=…/a.csv`."""
@@ -250,7 +256,7 @@ class Lake:
         temporary = path.with_name(f"{STAGING_PREFIX}{path.name}-{uuid.uuid4().hex}")
         temporary.write_bytes(data)
         temporary.replace(path)
-        return path.as_uri()
+        return file_uri(path)
 
     def local_folder(self, relative: str) -> Path:
         """A folder of the lake for libraries that write trees of files (GX Data Docs)."""

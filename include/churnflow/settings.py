@@ -13,7 +13,10 @@ DEFAULT_MAX_REJECT_SHARE = 0.01
 class Settings(BaseSettings):
     """Task-side configuration; every field has a local default so a laptop needs none."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNFLOW_", extra="ignore", frozen=True)
+    # Empty variables count as unset: a DAG param left blank renders as "" in a step's env.
+    model_config = SettingsConfigDict(
+        env_prefix="CHURNFLOW_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     lake: str = Field(default=".churnflow/lake", description="Lake root: a folder or file:// URI.")
     mlflow_tracking_uri: str = Field(

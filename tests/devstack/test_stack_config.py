@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from devstack.services import SPARK_JAVA_OPTIONS, StackConfig, service_argv, spark_connect_argv
+from devstack.services import (
+    SPARK_JAVA_OPTIONS,
+    StackConfig,
+    service_argv,
+    spark_connect_argv,
+    stack_env,
+    write_env_file,
+)
 
 
 def test_the_step_socket_is_in_the_run_folder(tmp_path: Path) -> None:
@@ -34,3 +41,24 @@ def test_the_spark_server_jvm_options_default_and_override(
     monkeypatch.setenv("CHURNFLOW_SPARK_JAVA_OPTIONS", "-XX:+UseSerialGC")
     custom = " ".join(spark_connect_argv(config))
     assert "-XX:+UseSerialGC" in custom and "TieredStopAtLevel" not in custom
+
+
+def test_the_stack_uses_the_lake_the_user_set(tmp_path: Path) -> None:
+    own = tmp_path / "landing"
+    (tmp_path / "home").mkdir()
+    for value in (str(own), own.as_uri()):
+        config = StackConfig.from_env(
+            {"CHURNFLOW_HOME": str(tmp_path / "home"), "CHURNFLOW_LAKE": value}
+        )
+        assert config.lake == own
+        assert stack_env(config, "postgresql://unused")["CHURNFLOW_LAKE"] == str(own)
+    default = StackConfig.from_env({"CHURNFLOW_HOME": str(tmp_path / "home")})
+    assert default.lake == tmp_path / "home" / "lake"
+
+
+def test_files_holding_secrets_are_created_private(tmp_path: Path) -> None:
+    config = StackConfig(home=tmp_path / "home")
+    env = stack_env(config, "postgresql://unused")
+    write_env_file(config, env)
+    for path in (tmp_path / "home" / "secrets.json", tmp_path / "home" / "env.sh"):
+        assert path.stat().st_mode & 0o777 == 0o600, path

@@ -10,8 +10,11 @@
     names the format (`format_var`) for an optional dataset; when that var is empty the dataset
     is absent and is registered as an empty managed table, so models read zero rows and nothing
     is written into the lake.
-    Models: those with a `location_root` get a table at <location_root>/<alias>, created when the
-    metastore lacks it (the incremental materialization then always inserts into it). -#}
+    Models: those with `meta.publish_to` get a published table (`features.<alias>` at
+    <lake>/<publish_to>/<alias>) that later runs read history from; churnflow.features publishes
+    into it by moving staged partition folders, so its partitions are repaired like a source's.
+    Tables whose folders churnflow rewrites outside Spark are refreshed, so Spark never reads a
+    cached listing of files that a publish replaced. -#}
 {% macro register_lake_tables() %}
     {%- if not execute -%}
         {{ return('') }}
@@ -20,8 +23,8 @@
         {%- do register_source_table(source) -%}
     {%- endfor -%}
     {%- for node in graph.nodes.values()
-        if node.resource_type == 'model' and node.config.get('location_root') -%}
-        {%- do register_model_table(node) -%}
+        if node.resource_type == 'model' and node.config.meta.get('publish_to') -%}
+        {%- do register_published_table(node) -%}
     {%- endfor -%}
     {{ return('') }}
 {% endmacro %}
@@ -50,11 +53,8 @@
             {%- do run_query('create schema if not exists ' ~ source.schema) -%}
             {%- do run_query(table_ddl(relation, source.columns, file_format, options, location)) -%}
             {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
-        {%- elif partitions_fingerprint(relation)
-            != var('lake_partitions', {}).get(external.location) -%}
-            {#- The folders on disk (fingerprinted by churnflow.features) differ from the
-                partitions the metastore knows: a new day, or one removed. -#}
-            {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
+        {%- else -%}
+            {%- do sync_partitions(relation, external.location) -%}
         {%- endif -%}
     {%- else -%}
         {%- do run_query('create schema if not exists ' ~ source.schema) -%}
@@ -72,24 +72,36 @@
 {% endmacro %}
 
 
-{% macro register_model_table(node) %}
-    {%- set relation = api.Relation.create(
-        schema=node.schema, identifier=node.alias, type='table') -%}
-    {%- set location = node.config.location_root ~ '/' ~ node.alias -%}
-    {%- set existing = adapter.get_relation(
-        database=none, schema=node.schema, identifier=node.alias) -%}
-    {%- if existing is not none
-        and table_details(existing).location == canonical_location(location) -%}
-        {{ return('') }}
+{#- The partitions the metastore knows must be the lake's folders: repair when their fingerprints
+    (churnflow.features computes the lake's) differ, a new day or one removed; refresh the table
+    either way, since a rerun replaces a day's files under the same folder name. -#}
+{% macro sync_partitions(relation, location) %}
+    {%- if partitions_fingerprint(relation) != var('lake_partitions', {}).get(location) -%}
+        {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
     {%- endif -%}
-    {%- if existing is not none -%}
+    {%- do run_query('refresh table ' ~ relation) -%}
+{% endmacro %}
+
+
+{% macro register_published_table(node) %}
+    {%- set relation = published(node.alias) -%}
+    {%- set folder = node.config.meta.publish_to ~ '/' ~ node.alias -%}
+    {%- set location = var('lake') ~ '/' ~ folder -%}
+    {%- set existing = adapter.get_relation(
+        database=none, schema=relation.schema, identifier=node.alias) -%}
+    {%- if existing is not none
+        and table_details(existing).location != canonical_location(location) -%}
         {#- Registered for another lake (tests, a moved lake): point it at this one. -#}
         {%- do run_query('drop table ' ~ relation) -%}
+        {%- set existing = none -%}
     {%- endif -%}
-    {%- do run_query('create schema if not exists ' ~ node.schema) -%}
-    {%- do run_query(table_ddl(relation, node.columns, node.config.file_format, {}, location)) -%}
-    {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
-    {%- do adapter.cache_added(relation) -%}
+    {%- if existing is none -%}
+        {%- do run_query('create schema if not exists ' ~ relation.schema) -%}
+        {%- do run_query(table_ddl(relation, node.columns, node.config.file_format, {}, location)) -%}
+        {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
+    {%- else -%}
+        {%- do sync_partitions(relation, folder) -%}
+    {%- endif -%}
 {% endmacro %}
 
 

@@ -1,7 +1,8 @@
 -- One row per customer and day with orders: what that day adds to every window.
--- A run reads only its own day of silver orders (plus, once, any earlier day not aggregated yet),
--- so its cost grows with the day's volume, not with the history.
-{%- set days = days_to_aggregate(source('lake', 'silver_orders'), this) %}
+-- A run aggregates only the days churnflow.features lists (`aggregate_days`): the run's day, plus
+-- any earlier silver day never aggregated (a first run, a late day) or republished since (a rerun
+-- of ingest), so its cost grows with the day's volume, not with the history.
+{%- set days = var('aggregate_days') %}
 
 select /*+ REPARTITION(ds) */
     customer_id,

@@ -1,12 +1,15 @@
 -- Every customer seen up to `ds`, with running totals over the windows ending on `ds`.
 --
--- Normally derived from yesterday's state: today's orders enter every window and the day that
--- falls out of an N-day window (ds - N) leaves it, so a run reads one state partition and five
--- daily partitions whatever the length of the history. When yesterday's state is missing or stale
--- (see state_follows_yesterday) the same totals are computed from all daily partitions up to `ds`.
--- Amounts stay decimal, so adding and subtracting day after day is exact.
+-- Normally derived from yesterday's published state: today's orders enter every window and the
+-- day that falls out of an N-day window (ds - N) leaves it, so a run reads one state partition and
+-- five daily partitions whatever the length of the history. When yesterday's state is missing or
+-- stale (`state_from_yesterday`, decided by churnflow.features from the lake) the same totals are
+-- computed from all daily partitions up to `ds`. Amounts stay decimal, so adding and subtracting
+-- day after day is exact.
+-- depends_on: {{ ref('customer_daily') }}
 {%- set windows = var('windows') %}
 {%- set day = day_literal() %}
+{%- set daily = daily_history() %}
 {%- set totals -%}
     min(first_order_ts) as first_order_ts,
     max(last_order_ts) as last_order_ts,
@@ -22,9 +25,10 @@
     {{ day }} as ds
 {%- endset %}
 
-{%- if state_follows_yesterday(ref('customer_daily')) %}
+{%- if var('state_from_yesterday') %}
 
 with changes as (
+    -- chained from the published state of the previous day
     select
         customer_id,
         first_order_ts,
@@ -37,7 +41,7 @@ with changes as (
         amount_{{ n }}d,
         {%- endfor %}
         items_90d
-    from {{ this }}
+    from {{ published('customer_state') }}
     where ds = date_sub({{ day }}, 1)
 
     union all
@@ -54,7 +58,7 @@ with changes as (
         {{ window_sign(n) }} * amount,
         {%- endfor %}
         {{ window_sign(90) }} * items
-    from {{ ref('customer_daily') }}
+    from {{ daily }}
     where ds in ({{ day }}{% for n in windows %}, date_sub({{ day }}, {{ n }}){% endfor %})
 )
 
@@ -77,7 +81,7 @@ with changes as (
         case when ds > date_sub({{ day }}, {{ n }}) then amount else 0 end as amount_{{ n }}d,
         {%- endfor %}
         case when ds > date_sub({{ day }}, 90) then items else 0 end as items_90d
-    from {{ ref('customer_daily') }}
+    from {{ daily }}
     where ds <= {{ day }}
 )
 
