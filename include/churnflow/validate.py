@@ -411,19 +411,26 @@ def validate(
         )
         _record(context, results, summary)
     if accepted is not None:
-        record = {
-            "suite": suite,
-            "ds": ds.isoformat(),
-            "partition": str(partition),
-            "reason": accepted,
-            "accepted": [w.line() for w in summary.warnings if w.level == FAIL],
-            "warnings": [w.line() for w in summary.warnings if w.level == WARN],
-            "data_docs": str(summary.docs),
-        }
-        lake.write_bytes(accepted_record(suite, ds), json.dumps(record, indent=2).encode())
+        _record_acceptance(lake, definition.dataset, summary)
     if not summary.success:
         raise ValidationError(summary.message(accept), summary)
     return summary
+
+
+def _record_acceptance(lake: Lake, dataset: str, summary: ValidationSummary) -> None:
+    """Write `accepted/ds=D.json` beside the suite's results: why a flagged day went through."""
+    record = {
+        "suite": summary.suite,
+        "ds": summary.ds.isoformat(),
+        "partition": lake.relative(lake.partition_path(dataset, summary.ds)),
+        "reason": summary.accepted,
+        "accepted": [w.line() for w in summary.warnings if w.level == FAIL],
+        "warnings": [w.line() for w in summary.warnings if w.level == WARN],
+        "data_docs": str(summary.docs),
+    }
+    lake.write_bytes(
+        accepted_record(summary.suite, summary.ds), json.dumps(record, indent=2).encode()
+    )
 
 
 def _require_data(partition: Path, suite: str) -> None:

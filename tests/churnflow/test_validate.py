@@ -7,6 +7,7 @@ tests do not depend on the ingest step or the dbt project.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -161,8 +162,10 @@ def test_first_day_without_history_passes_with_relaxed_bounds(
     lake = _silver_lake(tmp_path, orders, through=first)
     summary = validate(lake, first, "silver_orders")
     assert summary.history == ()
-    assert summary.parameters["row_count_min"] == 1
-    assert summary.parameters["row_count_max"] is None
+    assert summary.parameters["row_count_fail_min"] == 1  # an empty first day still fails
+    assert summary.parameters["row_count_fail_max"] is None
+    assert summary.parameters["row_count_warn_min"] is None  # nothing to warn against yet
+    assert summary.warnings == ()
 
 
 def test_an_earlier_day_missing_a_column_still_gives_bounds(
@@ -172,7 +175,7 @@ def test_an_earlier_day_missing_a_column_still_gives_bounds(
     _write(lake, SILVER, DAY - timedelta(days=1), orders[DAY].drop(columns="amount"), SILVER_SCHEMA)
     summary = validate(lake, DAY, "silver_orders")
     assert len(summary.history) == 7
-    assert summary.parameters["amount_mean_min"] > 0
+    assert summary.parameters["mean_amount_warn_min"] > 0
 
 
 def test_good_features_day_passes(tmp_path: Path, features: dict[date, pd.DataFrame]) -> None:
@@ -215,16 +218,120 @@ def test_timestamps_outside_the_day_fail(tmp_path: Path, orders: dict[date, pd.D
     assert f">= {DAY}T00:00:00+00:00 and < {DAY + timedelta(days=1)}T00:00:00+00:00" in line
 
 
-def test_row_count_far_below_the_previous_days_fails(
+def test_row_count_far_below_the_previous_days_warns_and_the_step_carries_on(
+    tmp_path: Path, orders: dict[date, pd.DataFrame]
+) -> None:
+    changed = dict(orders)
+    changed[DAY] = orders[DAY].sample(frac=0.35, random_state=1)  # the campaign ended
+    summary = validate(_silver_lake(tmp_path, changed), DAY, "silver_orders")
+    assert summary.success
+    assert summary.accepted is None
+    [warning] = summary.warnings
+    expected = float(np.median([len(orders[day]) for day in summary.history]))
+    assert warning.line() == (
+        f"expect_table_row_count_to_be_between (warn band): observed {len(changed[DAY])}; "
+        f"expected >= {int(expected * 0.5)} and <= {int(expected * 2)} (warn band 0.5x-2x, at "
+        f"least -/+3 sqrt(expected) for a count of row_count: expected {expected:g} = median "
+        "of the 7 latest day(s) (no weekday factors from 7 earlier day(s); they need 14))"
+    )
+    head, *warnings = summary.line().splitlines()
+    assert head.startswith(f"silver_orders ds={DAY}: 20 of 21 expectations passed, 1 warning(s)")
+    assert head.endswith(f"Data Docs: {summary.docs}")
+    assert warnings == [f"WARNING silver_orders ds={DAY}: {warning.line()}"]
+    results = (tmp_path / "reports/gx/silver_orders/results").rglob("*.json")
+    assert any(warning.line() in path.read_text() for path in results)
+
+
+def test_an_order_of_magnitude_drop_fails_naming_the_rule_and_the_band(
     tmp_path: Path, orders: dict[date, pd.DataFrame]
 ) -> None:
     broken = dict(orders)
-    broken[DAY] = orders[DAY].sample(frac=0.1, random_state=1)
+    broken[DAY] = orders[DAY].sample(frac=0.05, random_state=1)
     summary = _failure_of(_silver_lake(tmp_path, broken), "silver_orders")
-    line = _failed(summary)[("expect_table_row_count_to_be_between", None)]
-    history = [len(orders[day]) for day in summary.history]
-    assert f"observed {len(broken[DAY])};" in line
-    assert f">= {int(np.median(history) * 0.5)} and <= " in line
+    failure = _failed(summary)[("expect_table_row_count_to_be_between", None)]
+    expected = float(np.median([len(orders[day]) for day in summary.history]))
+    low = min(expected * 0.1, expected - 3 * np.sqrt(expected))
+    assert failure.startswith(
+        f"expect_table_row_count_to_be_between (fail band): observed {len(broken[DAY])}; "
+        f"expected >= {int(low)} and <= {int(np.ceil(expected * 10))} (fail band 0.1x-10x"
+    )
+    assert "median of the 7 latest day(s)" in failure
+    assert [f.level for f in summary.failures] == ["fail"]
+    warned = [(w.expectation, w.level) for w in summary.warnings]
+    assert ("expect_table_row_count_to_be_between", "warn") in warned  # passed first
+    with pytest.raises(ValidationError, match="CHURNFLOW_ACCEPT_REASON"):
+        validate(tmp_path, DAY, "silver_orders")
+
+
+def test_an_empty_day_fails(tmp_path: Path, orders: dict[date, pd.DataFrame]) -> None:
+    lake = _silver_lake(tmp_path, orders)
+    with Lake(lake).publishing(SILVER, DAY) as staging:
+        pq.write_table(SILVER_SCHEMA.empty_table(), staging / "part-00000.parquet")
+    failed = _failed(_failure_of(lake, "silver_orders"))
+    line = failed[("expect_table_row_count_to_be_between", None)]
+    assert "(fail band): observed 0; expected >= " in line
+
+
+def test_an_accepted_fail_band_finding_passes_with_the_reason_recorded(
+    tmp_path: Path, orders: dict[date, pd.DataFrame]
+) -> None:
+    broken = dict(orders)
+    broken[DAY] = orders[DAY].sample(frac=0.05, random_state=1)
+    lake = _silver_lake(tmp_path, broken)
+    reason = "shop closed for a stock-take (ticket OPS-12)"
+    summary = validate(lake, DAY, "silver_orders", accept=reason)
+    assert summary.success
+    assert summary.accepted == reason
+    assert [w.level for w in summary.warnings].count("fail") == 1
+    lines = summary.line().splitlines()
+    assert f"fail-band findings accepted: {reason}" in lines[0]
+    assert any("(fail band)" in line for line in lines[1:])
+    assert sum(line.endswith(f"[accepted: {reason}]") for line in lines) == 1
+    record = json.loads((lake / f"reports/gx/silver_orders/accepted/ds={DAY}.json").read_text())
+    assert record["reason"] == reason
+    assert record["accepted"] == [w.line() for w in summary.warnings if w.level == "fail"]
+    results = list((lake / "reports/gx/silver_orders/results").rglob("*.json"))
+    assert results and all(
+        json.loads(p.read_text())["meta"]["churnflow"]["accepted"] == reason for p in results
+    )
+    assert all(json.loads(p.read_text())["success"] for p in results)  # published: a pass
+
+
+def test_seasonal_history_a_weekend_peak_and_a_lasting_level_shift(tmp_path: Path) -> None:
+    """Four weeks with a strong weekend, then 60% fewer orders for good: the peak is normal,
+    the shift warns on its first days (never fails) and is the new normal after four."""
+    week = (100, 100, 100, 100, 100, 250, 250)
+    start = date(2026, 2, 2)  # a Monday
+    saturday, shift = start + timedelta(days=26), start + timedelta(days=28)
+    rng = np.random.default_rng(5)
+    for n in range(34):
+        day = start + timedelta(days=n)
+        count = week[day.weekday()] * (0.4 if day >= shift else 1.0)
+        _write(tmp_path, SILVER, day, _synthetic_orders(day, round(count), rng), SILVER_SCHEMA)
+    peak = validate(tmp_path, saturday, "silver_orders")
+    assert peak.warnings == ()
+    # Centred on the Saturday level, not on the week's median (100, where 250 would warn).
+    assert 100 < peak.parameters["row_count_warn_min"] <= 125
+    warned = {}
+    for n in (0, 3, 4, 5):
+        summary = validate(tmp_path, shift + timedelta(days=n), "silver_orders")
+        warned[n] = [(w.expectation, w.level) for w in summary.warnings]
+    row_count = [("expect_table_row_count_to_be_between", "warn")]
+    assert warned == {0: row_count, 3: row_count, 4: [], 5: []}
+
+
+def _synthetic_orders(day: date, count: int, rng: np.random.Generator) -> pd.DataFrame:
+    """`count` orders of `day` in the silver columns."""
+    seconds = rng.integers(0, 86_400, size=count)
+    return pd.DataFrame(
+        {
+            "order_id": [f"{day}-{n}" for n in range(count)],
+            "customer_id": [f"C{n:07d}" for n in rng.integers(0, 5_000, size=count)],
+            "order_ts": pd.Timestamp(day, tz="UTC") + pd.to_timedelta(seconds, unit="s"),
+            "amount": rng.gamma(2.0, 20.0, size=count).round(2),
+            "items": rng.integers(1, 4, size=count).astype("int32"),
+        }
+    )
 
 
 def test_null_customer_id_fails(tmp_path: Path, features: dict[date, pd.DataFrame]) -> None:
@@ -280,16 +387,24 @@ def test_missing_partition_names_the_path(tmp_path: Path) -> None:
 
 
 def test_cli_exits_with_data_error_and_the_summary(
-    lake: Path, orders: dict[date, pd.DataFrame], capsys: pytest.CaptureFixture[str]
+    lake: Path,
+    orders: dict[date, pd.DataFrame],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from churnflow.cli import main
+    from churnflow.settings import get_settings
 
     broken = dict(orders)
     broken[DAY] = pd.concat([orders[DAY], orders[DAY].head(1)], ignore_index=True)
     _silver_lake(lake, broken)
+    monkeypatch.setenv("CHURNFLOW_ACCEPT_REASON", "looks fine to me")
+    get_settings.cache_clear()
     assert main(["validate", "--ds", str(DAY), "--suite", "silver_orders"]) == os.EX_DATAERR
     err = capsys.readouterr().err
     assert "expect_column_values_to_be_unique [order_id]" in err
+    assert "contract failures (1) are never accepted" in err
     assert str(lake / "reports/gx/silver_orders/index.html") in err
+    assert not (lake / "reports/gx/silver_orders/accepted").exists()
     assert main(["validate", "--ds", str(DAY - timedelta(days=1)), "--suite", "silver_orders"]) == 0
-    assert "silver_orders ds=2026-03-06: 18 expectations passed" in capsys.readouterr().out
+    assert "silver_orders ds=2026-03-06: 21 of 21 expectations passed" in capsys.readouterr().out
