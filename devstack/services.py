@@ -435,6 +435,8 @@ def _start(config: StackConfig, service: str, env: Mapping[str, str]) -> int:
     environment = {**os.environ, **env}
     if service == "spark":  # spark-submit refuses SPARK_REMOTE next to --master
         environment.pop("SPARK_REMOTE", None)
+    if service == "steps":  # steps fork from it: it starts with what a step may see, no more
+        environment = _step_environment(environment)
     with log_path.open("ab") as log:
         log.write(f"\n--- starting {service} at {time.strftime('%F %T')} ---\n".encode())
         log.flush()
@@ -449,6 +451,16 @@ def _start(config: StackConfig, service: str, env: Mapping[str, str]) -> int:
         )
     _pid_file(config, service).write_text(str(process.pid))
     return process.pid
+
+
+def _step_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """The local runner's rule of what a step gets (plugins/churnflow_airflow/step_env.py)."""
+    plugins = str(REPO_ROOT / "plugins")
+    if plugins not in sys.path:
+        sys.path.append(plugins)
+    from churnflow_airflow.step_env import step_environment
+
+    return step_environment(environment)
 
 
 def _http_json(url: str, timeout_s: float = 5.0) -> object | None:

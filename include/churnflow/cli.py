@@ -12,8 +12,6 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
-from churnflow.errors import ChurnflowError, ConfigError
-
 
 def _day(text: str) -> date:
     try:
@@ -35,6 +33,8 @@ def _generate(args: argparse.Namespace) -> None:
         defect=Defect(args.defect) if args.defect else None,
         defect_ds=args.defect_ds,
         file_format=args.format,
+        volume_from=args.volume_from,
+        volume_factor=args.volume_factor,
     )
     lake = Lake.from_settings()
     counts = generate(request, lake, progress=not args.quiet)
@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--drift-from", type=_day, help="shift behaviour from this day on")
     gen.add_argument("--defect", choices=[d.value for d in Defect])
     gen.add_argument("--defect-ds", type=_day, help="the day the defect is written to")
+    gen.add_argument(
+        "--volume-from", type=_day, help="a level shift: order rates change from this day on"
+    )
+    gen.add_argument(
+        "--volume-factor",
+        type=float,
+        default=1.0,
+        help="order rate from --volume-from on, relative to before (0.4: a 60%% drop)",
+    )
     gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=_generate)
@@ -121,17 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code says whether a retry can help (churnflow.failures)."""
+    from churnflow.failures import run_command
+
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.handler
-    try:
-        handler(args)
-    except ChurnflowError as err:
-        print(f"churnflow {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except ValueError as err:  # settings validation and the like
-        print(f"churnflow {args.command}: error: {err}", file=sys.stderr)
-        return ConfigError.exit_code
-    return 0
+    return run_command(args.command, lambda: handler(args))
 
 
 if __name__ == "__main__":

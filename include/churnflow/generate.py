@@ -65,6 +65,10 @@ class GenerateRequest:
     defect: Defect | None = None
     defect_ds: date | None = None
     file_format: str = "csv"
+    # A level shift of the business (a campaign ends, a market opens): from `volume_from` on,
+    # every customer orders at `volume_factor` times the usual rate.
+    volume_from: date | None = None
+    volume_factor: float = 1.0
 
     def validate(self) -> None:
         if self.end < self.start:
@@ -77,6 +81,8 @@ class GenerateRequest:
             raise ConfigError(
                 f"generate: --defect-ds {self.defect_ds} is outside {self.start}..{self.end}"
             )
+        if self.volume_factor <= 0:
+            raise ConfigError(f"generate: --volume-factor must be > 0, got {self.volume_factor}")
         if self.file_format not in ("csv", "parquet"):
             raise ConfigError(f"generate: --format must be csv or parquet, not {self.file_format}")
 
@@ -135,6 +141,8 @@ def orders_for_day(request: GenerateRequest, population: Population, day: date) 
     rate = population.base_rate * _engagement(population, ordinal) * season
     if drifted:
         rate = rate * 0.8
+    if request.volume_from is not None and day >= request.volume_from:
+        rate = rate * request.volume_factor
     counts = rng.poisson(rate)
     who = np.repeat(np.arange(len(counts)), counts)
     n = len(who)

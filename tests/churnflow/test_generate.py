@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -165,3 +165,20 @@ def test_cli_generate_reports_counts_and_rejects_unknown_defect(lake: Path) -> N
         "generate", "--start", "2026-01-01", "--end", "2026-01-02", "--defect", "x", lake=lake
     )
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_a_volume_shift_lowers_daily_orders_from_its_day_on(tmp_path: Path) -> None:
+    shift = START + timedelta(days=7)
+    request = GenerateRequest(
+        start=START, end=shift + timedelta(days=6), customers=2000, volume_from=shift,
+        volume_factor=0.4,
+    )  # fmt: skip
+    generate(request, tmp_path, progress=False)
+    same = GenerateRequest(start=START, end=shift + timedelta(days=6), customers=2000)
+    generate(same, tmp_path / "base", progress=False)
+
+    def week(lake: Path, first: date) -> int:
+        return sum(len(_orders(lake, first + timedelta(n))) for n in range(7))
+
+    assert week(tmp_path, START) == week(tmp_path / "base", START)  # untouched before the shift
+    assert 0.3 < week(tmp_path, shift) / week(tmp_path / "base", shift) < 0.5
