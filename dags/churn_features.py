@@ -7,7 +7,8 @@ that fails a check leaves the published partition as it was.
 
 1. `wait_for_orders` — the day's raw orders have landed (reschedule mode).
 2. `wait_for_previous_ingest` — the previous day's `ingest_orders` succeeded (deduplication
-   across days needs it). Fails at once, naming the first failed day, when it did not.
+   across days needs it). Fails at once, naming the first failed day, when it did not
+   (this replaces `depends_on_past`, under which later days would wait forever).
 3. `ingest_orders` — `churnflow ingest`: raw → `silver/orders/ds=<ds>`, typed and
    deduplicated (also against earlier days); rejected rows go to `quarantine/orders` with the
    rule they broke. The `silver_orders` suite runs on the staged day before it is published.
@@ -80,7 +81,6 @@ with DAG(
     },
 ):
     ds = "{{ ds }}"
-    wait_for_orders = LandingPartitionSensor(task_id="wait_for_orders", dataset="raw/orders")
     ingest_orders = step(
         "ingest_orders",
         image="spark",
@@ -100,17 +100,10 @@ with DAG(
         env=ACCEPT,
     )
     chain(
-        [
-            wait_for_orders,
-            PreviousDaySensor(task_id="wait_for_previous_ingest", step="ingest_orders"),
-        ],
+        LandingPartitionSensor(task_id="wait_for_orders", dataset="raw/orders"),
+        PreviousDaySensor(task_id="wait_for_previous_ingest", step="ingest_orders"),
         ingest_orders,
-    )
-    chain(
-        [
-            ingest_orders,
-            PreviousDaySensor(task_id="wait_for_previous_features", step="build_features"),
-        ],
+        PreviousDaySensor(task_id="wait_for_previous_features", step="build_features"),
         build_features,
         PublishedPartition(task_id="publish_customer_features", asset=CUSTOMER_FEATURES),
     )

@@ -361,6 +361,8 @@ def spark_connect_argv(config: StackConfig) -> list[str]:
     """
     import pyspark
 
+    from churnflow.spark import SESSION_SETTINGS
+
     spark_home = Path(pyspark.__file__).parent
     derby = f"jdbc:derby:;databaseName={config.spark_dir / 'metastore_db'};create=true"
     memory = os.environ.get("CHURNFLOW_SPARK_DRIVER_MEMORY", "3g")
@@ -372,11 +374,7 @@ def spark_connect_argv(config: StackConfig) -> list[str]:
         "spark.sql.warehouse.dir": str(config.spark_dir / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": derby,
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.spark_dir} {java_options}",
-        "spark.sql.shuffle.partitions": "8",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.sources.partitionOverwriteMode": "dynamic",
-        "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
-        "spark.ui.enabled": "false",
+        **SESSION_SETTINGS,
     }
     argv = [
         str(spark_home / "bin" / "spark-submit"),

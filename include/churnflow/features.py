@@ -34,6 +34,9 @@ from churnflow.lake import CUSTOMER_FEATURES, FEATURES, RAW_CUSTOMERS, SILVER_OR
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+# The metastore schema of the published feature tables (dbt's `published()` macro gets it as a
+# var); this run's staged tables are in `staged_features` (dbt_project.yml).
+PUBLISHED_SCHEMA = "features"
 DAILY = f"{FEATURES}/customer_daily"
 STATE = f"{FEATURES}/customer_state"
 # The models of the build, in the order their staged partitions are published (the product last).
@@ -276,6 +279,7 @@ def build_features(
             "ds": ds.isoformat(),
             "lake": lake.uri,
             "staging_root": staging.uri,
+            "published_schema": PUBLISHED_SCHEMA,
             "aggregate_days": [day.isoformat() for day in plan.aggregate_days],
             "state_from_yesterday": plan.state_from_yesterday,
             "raw_customers": _customers_format(lake),
@@ -297,6 +301,8 @@ def build_features(
             staging.publish("customer_daily", day)
         staging.publish("customer_state", ds)
         location = staging.publish("customer_features", ds)
+    if spark is not None:
+        _register_published(spark, plan)
     return FeaturesResult(
         ds=ds,
         rows=rows,
@@ -307,6 +313,17 @@ def build_features(
         plan=plan,
         validation=validation.line(),
     )
+
+
+def _register_published(spark: SparkSession, plan: BuildPlan) -> None:
+    """Add the partitions just published to the metastore, so the next run's hook finds the
+    lake and the metastore equal and repairs nothing (a repair lists every folder)."""
+    days = {"customer_daily": plan.aggregate_days, "customer_state": (plan.ds,)}
+    for model in MODELS:
+        partitions = " ".join(
+            f"partition (ds='{day.isoformat()}')" for day in days.get(model, (plan.ds,))
+        )
+        spark.sql(f"alter table {PUBLISHED_SCHEMA}.{model} add if not exists {partitions}")
 
 
 def run_features(ds: date) -> str:

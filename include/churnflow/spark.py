@@ -25,6 +25,19 @@ SHUFFLE_PARTITIONS = "8"
 # List partition folders on the driver: Spark's parallel listing job, used past 32 folders,
 # costs 2-10 s on a small machine, the driver milliseconds.
 LISTING_THRESHOLD = "100000"
+# What every Spark that churnflow starts is given: the classic session below and the local
+# stack's Spark Connect server (devstack); a cluster's Spark Connect server wants the same.
+SESSION_SETTINGS = {
+    "spark.sql.shuffle.partitions": SHUFFLE_PARTITIONS,
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    "spark.sql.sources.parallelPartitionDiscovery.threshold": LISTING_THRESHOLD,
+    # The lake replaces a partition by swapping folders outside Spark (churnflow.lake); a
+    # cached file listing of a table would then name files that are gone. Without the cache a
+    # query lists its partitions' folders, milliseconds on a day's partitions.
+    "spark.sql.hive.filesourcePartitionFileCacheSize": "0",
+    "spark.ui.enabled": "false",
+}
 
 
 def spark_home_dir() -> Path:
@@ -58,17 +71,15 @@ def get_spark() -> SparkSession:
     home = spark_home_dir()
     home.mkdir(parents=True, exist_ok=True)
     derby = f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true"
-    return (
-        SparkSession.builder.master(os.environ.get("CHURNFLOW_SPARK_MASTER", "local[2]"))
-        .appName("churnflow")
-        .config("spark.sql.shuffle.partitions", SHUFFLE_PARTITIONS)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config("spark.sql.sources.parallelPartitionDiscovery.threshold", LISTING_THRESHOLD)
-        .config("spark.sql.warehouse.dir", str(home / "warehouse"))
-        .config("spark.hadoop.javax.jdo.option.ConnectionURL", derby)
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home}")
-        .config("spark.ui.enabled", "false")
-        .enableHiveSupport()
-        .getOrCreate()
-    )
+    builder = SparkSession.builder.master(
+        os.environ.get("CHURNFLOW_SPARK_MASTER", "local[2]")
+    ).appName("churnflow")
+    settings = {
+        **SESSION_SETTINGS,
+        "spark.sql.warehouse.dir": str(home / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": derby,
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
+    }
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.enableHiveSupport().getOrCreate()

@@ -38,7 +38,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -319,6 +319,14 @@ def suites_dir() -> Path:
     return base / "expectations"
 
 
+def day_page(lake: Lake | Path, suite: str, ds: date) -> Path:
+    """The Data Docs page of one day's row checks (what a task links to); the index when the
+    day has none yet."""
+    site = docs_dir(lake, suite)
+    pages = sorted((site / "validations" / suite / f"ds={ds.isoformat()}").glob("*/rows-*.html"))
+    return pages[-1] if pages else site / "index.html"
+
+
 def docs_dir(lake: Lake | Path, suite: str) -> Path:
     """The suite's Data Docs site; `index.html` there lists every validated day."""
     return Lake.of(lake).local_folder(f"{REPORTS}/{suite}")
@@ -410,6 +418,7 @@ def validate(
             accepted=accepted,
         )
         _record(context, results, summary)
+        summary = replace(summary, docs=day_page(lake, suite, ds))
     if accepted is not None:
         _record_acceptance(lake, definition.dataset, summary)
     if not summary.success:

@@ -20,7 +20,14 @@ SUCCEEDED = frozenset({"success", "skipped"})
 FAILED = frozenset({"failed", "upstream_failed", "removed"})
 # How far back the failure message looks for the day that started a chain of failures.
 LOOKBACK_DAYS = 60
-POKE_INTERVAL_S = 5
+# Poke mode: a check is one call to the execution API, so polling every few seconds costs
+# nothing, while every reschedule would start a task process. Reschedule mode with a short
+# interval also races the scheduler on a busy machine (a re-queued try is failed as "changed
+# externally"). A day waits for at most one of these at a time (they sit right before the
+# step they guard), so a backfill holds at most `max_active_runs` worker slots with them.
+POKE_INTERVAL_S = 3
+# A late previous day (its data lands hours late) is waited for; a day longer is a failure.
+TIMEOUT_S = 24 * 3600
 
 
 class PreviousDaySensor(BaseSensorOperator):
@@ -29,9 +36,10 @@ class PreviousDaySensor(BaseSensorOperator):
     ui_color = "#eef6ea"
 
     def __init__(self, *, step: str, **kwargs: Any) -> None:
-        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("mode", "poke")
         kwargs.setdefault("poke_interval", POKE_INTERVAL_S)
-        kwargs.setdefault("retries", 0)
+        kwargs.setdefault("timeout", TIMEOUT_S)
+        kwargs.setdefault("execution_timeout", timedelta(seconds=TIMEOUT_S + 60))
         kwargs.setdefault(
             "doc_md",
             f"Waits for `{step}` of the previous day; fails at once, naming the first failed "
@@ -44,9 +52,7 @@ class PreviousDaySensor(BaseSensorOperator):
         """The step's state in the run `days_back` days earlier; None when no such run exists."""
         ti = context["ti"]
         logical = context["logical_date"] - timedelta(days=days_back)
-        runs = ti.get_task_states(
-            dag_id=ti.dag_id, task_ids=[self.step], logical_dates=[logical]
-        )
+        runs = ti.get_task_states(dag_id=ti.dag_id, task_ids=[self.step], logical_dates=[logical])
         states = [tasks.get(self.step) for tasks in runs.values()]
         if not states:
             return None

@@ -145,8 +145,11 @@ def test_good_silver_day_passes_and_writes_data_docs(
     assert sorted(suites_dir().parent.rglob("*")) == suites  # nothing written beside the suites
     assert summary.rows == len(orders[DAY])
     assert summary.history == tuple(DAY - timedelta(days=n) for n in range(7, 0, -1))
-    assert summary.docs == lake / "reports/gx/silver_orders/index.html"
+    site = lake / "reports/gx/silver_orders"
+    assert summary.docs.parent.parent == site / "validations/silver_orders/ds=2026-03-07"
+    assert summary.docs.name == "rows-silver_orders.html"  # the day's page, linked from the task
     assert "silver_orders" in summary.docs.read_text()
+    assert "ds=2026-03-07" in (site / "index.html").read_text()
     pages = list((lake / "reports/gx/silver_orders/validations").rglob("*.html"))
     assert len(pages) == 2  # the schema batch and the rows batch of DAY
     assert str(summary.docs) in summary.line()
@@ -404,7 +407,7 @@ def test_cli_exits_with_data_error_and_the_summary(
     err = capsys.readouterr().err
     assert "expect_column_values_to_be_unique [order_id]" in err
     assert "contract failures (1) are never accepted" in err
-    assert str(lake / "reports/gx/silver_orders/index.html") in err
+    assert f"{lake}/reports/gx/silver_orders/validations/silver_orders/ds={DAY}/" in err
     assert not (lake / "reports/gx/silver_orders/accepted").exists()
     assert main(["validate", "--ds", str(DAY - timedelta(days=1)), "--suite", "silver_orders"]) == 0
     assert "silver_orders ds=2026-03-06: 21 of 21 expectations passed" in capsys.readouterr().out

@@ -7,6 +7,7 @@ mode 0700 whenever a pytest session starts, which would cut a running server off
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,4 +22,5 @@ def stack_home() -> Iterator[Path]:
     try:
         yield home / "state"
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        if not os.environ.get("CHURNFLOW_KEEP_E2E"):  # set it to read a failed run's logs
+            shutil.rmtree(home, ignore_errors=True)

@@ -9,7 +9,7 @@
 {#- A published table of the lake (`features.<name>`): what earlier runs published, as opposed to
     `ref(name)`, which is this run's staged output. -#}
 {% macro published(name) %}
-    {{- return(api.Relation.create(schema='features', identifier=name, type='table')) -}}
+    {{- return(api.Relation.create(schema=var('published_schema'), identifier=name, type='table')) -}}
 {% endmacro %}
 
 

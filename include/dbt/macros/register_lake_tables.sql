@@ -13,8 +13,7 @@
     Models: those with `meta.publish_to` get a published table (`features.<alias>` at
     <lake>/<publish_to>/<alias>) that later runs read history from; churnflow.features publishes
     into it by moving staged partition folders, so its partitions are repaired like a source's.
-    Tables whose folders churnflow rewrites outside Spark are refreshed, so Spark never reads a
-    cached listing of files that a publish replaced. -#}
+    -#}
 {% macro register_lake_tables() %}
     {%- if not execute -%}
         {{ return('') }}
@@ -73,13 +72,13 @@
 
 
 {#- The partitions the metastore knows must be the lake's folders: repair when their fingerprints
-    (churnflow.features computes the lake's) differ, a new day or one removed; refresh the table
-    either way, since a rerun replaces a day's files under the same folder name. -#}
+    (churnflow.features computes the lake's) differ, a new day or one removed. A rerun replaces a
+    day's files under the same folder name; Spark keeps no cached file listing to go stale
+    (`spark.sql.hive.filesourcePartitionFileCacheSize=0`, churnflow.spark.SESSION_SETTINGS). -#}
 {% macro sync_partitions(relation, location) %}
     {%- if partitions_fingerprint(relation) != var('lake_partitions', {}).get(location) -%}
         {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
     {%- endif -%}
-    {%- do run_query('refresh table ' ~ relation) -%}
 {% endmacro %}
 
 
