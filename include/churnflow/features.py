@@ -103,6 +103,10 @@ class BuildPlan:
     state_from_yesterday: bool
     republished: tuple[date, ...] = ()
 
+    def days_of(self, model: str) -> tuple[date, ...]:
+        """The partitions of `model` this run writes and publishes."""
+        return self.aggregate_days if model == "customer_daily" else (self.ds,)
+
     def note(self) -> str:
         """A line for the task log when the run does more than its own day, and why."""
         if not self.republished:
@@ -163,10 +167,9 @@ def partitions_fingerprint(lake: Lake, dataset: str) -> str:
     The dbt hook compares it with the metastore's `show partitions` and repairs the table only
     when they differ; listing one folder here costs milliseconds, a repair up to a second.
     """
-    root = lake.dataset_path(dataset)
-    if not root.is_dir():
+    if not lake.exists(dataset):
         return ""
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("ds="))
+    names = lake.partition_folders(dataset)
     return hashlib.md5("\n".join(names).encode(), usedforsecurity=False).hexdigest()
 
 
@@ -297,16 +300,15 @@ def build_features(
         staged = staging.partition_path("customer_features", ds)
         validation = validate(lake, ds, "customer_features", staged=staged, accept=accept)
         rows = _count_rows(staged)
-        for day in plan.aggregate_days:
-            staging.publish("customer_daily", day)
-        staging.publish("customer_state", ds)
-        location = staging.publish("customer_features", ds)
+        published = {
+            model: [staging.publish(model, day) for day in plan.days_of(model)] for model in MODELS
+        }
     if spark is not None:
         _register_published(spark, plan)
     return FeaturesResult(
         ds=ds,
         rows=rows,
-        location=location,
+        location=published["customer_features"][0],
         seconds=round(time.perf_counter() - started, 2),
         node_seconds=node_seconds,
         dbt_seconds=round(dbt_seconds, 2),
@@ -318,11 +320,8 @@ def build_features(
 def _register_published(spark: SparkSession, plan: BuildPlan) -> None:
     """Add the partitions just published to the metastore, so the next run's hook finds the
     lake and the metastore equal and repairs nothing (a repair lists every folder)."""
-    days = {"customer_daily": plan.aggregate_days, "customer_state": (plan.ds,)}
     for model in MODELS:
-        partitions = " ".join(
-            f"partition (ds='{day.isoformat()}')" for day in days.get(model, (plan.ds,))
-        )
+        partitions = " ".join(f"partition (ds='{day.isoformat()}')" for day in plan.days_of(model))
         spark.sql(f"alter table {PUBLISHED_SCHEMA}.{model} add if not exists {partitions}")
 
 

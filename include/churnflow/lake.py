@@ -244,6 +244,15 @@ class Lake:
                 found[day] = max(item.mtime for item in files)
         return found
 
+    def partition_folders(self, dataset: str, key: str = PARTITION_KEY) -> list[str]:
+        """Names of every partition folder (`ds=…`), with data or not, sorted: what a metastore
+        repair would register."""
+        root = self.dataset_path(dataset)
+        if not root.is_dir():
+            return []
+        prefix = f"{key}="
+        return sorted(e.name for e in os.scandir(root) if e.is_dir() and e.name.startswith(prefix))
+
     def read_bytes(self, relative: str) -> bytes | None:
         """A small object (manifest, ledger, marker) by lake-relative name; None when absent."""
         path = self.root / relative
