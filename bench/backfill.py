@@ -87,9 +87,9 @@ def _time(text: str | None) -> datetime | None:
 def task_durations(client: AirflowClient, runs: list[dict[str, Any]]) -> None:
     """Where a day's time goes: each task's run time, and the waits around the daily chain.
 
-    `build_features` of day N waits for day N-1's (wait_for_previous_features), so the backfill's pace is
-    its run time plus the gap between one day's end and the next day's start: the scheduler
-    noticing, queueing, and the task process starting.
+    `build_features` of day N waits for day N-1's (`wait_for_previous_features`), so the
+    backfill's pace is its run time plus the gap between one day's end and the next day's
+    start: the scheduler noticing, queueing, and the task process starting.
     """
     seconds: dict[str, list[float]] = {}
     chain: list[tuple[datetime, datetime, datetime | None]] = []
