@@ -73,6 +73,12 @@ def _validate(args: argparse.Namespace) -> None:
     print(run_validate(args.ds, args.suite))
 
 
+def _training_set(args: argparse.Namespace) -> None:
+    from churnflow.training_set import run_training_set
+
+    print(run_training_set(args.as_of))
+
+
 def _step_server(args: argparse.Namespace) -> None:
     from churnflow.step_server import run_server
 
@@ -119,6 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
         per_day[name] = commands.add_parser(name, help=help_text)
         per_day[name].add_argument("--ds", type=_day, required=True)
         per_day[name].set_defaults(handler=handler)
+    training = commands.add_parser(
+        "training-set",
+        help="point-in-time training set of the churn model as of a day",
+        description=(
+            "Labelled examples (churned: no order within the horizon after the snapshot) "
+            "from the customer_features snapshots whose label has matured by the as-of date "
+            "(horizon and window: CHURNFLOW_LABEL_HORIZON_DAYS, "
+            "CHURNFLOW_TRAINING_*), split by time into train, validation and holdout, written "
+            "with a manifest to training/churn/as_of=D/."
+        ),
+    )
+    training.add_argument(
+        "--as-of",
+        type=_day,
+        required=True,
+        help="newest day whose orders the labels may read; snapshots up to as-of minus the horizon",
+    )
+    training.set_defaults(handler=_training_set)
     server = commands.add_parser(
         "step-server", help="run local steps as forks of a preloaded process (`make up`)"
     )

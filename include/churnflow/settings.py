@@ -38,6 +38,33 @@ class Settings(BaseSettings):
         ),
     )
 
+    label_horizon_days: int = Field(
+        default=30,
+        ge=1,
+        description="Days after ds in which an active customer must order not to be churned at ds.",
+    )
+    training_snapshots: int = Field(
+        default=12,
+        ge=4,
+        description=(
+            "Feature snapshots in a training set's window, the newest at as-of minus the label "
+            "horizon (fewer while the lake is younger than the window)."
+        ),
+    )
+    training_snapshot_every_days: int = Field(
+        default=7, ge=1, description="Days between two snapshots of the training window."
+    )
+    training_validation_snapshots: int = Field(
+        default=2,
+        ge=1,
+        description="Snapshots before the holdout (the newest) that validate; older ones train.",
+    )
+    training_min_rows: int = Field(
+        default=200,
+        ge=1,
+        description="Fewest examples each split (train, validation, holdout) needs.",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
