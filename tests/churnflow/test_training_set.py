@@ -12,7 +12,6 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -43,6 +42,8 @@ from churnflow.training_set import (
     read_manifest,
 )
 from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA, WINDOWS
+
+pytestmark = pytest.mark.usefixtures("classic_spark")
 
 START = date(2026, 1, 1)  # first day of orders
 FEATURES_FROM = date(2026, 2, 1)  # first published feature snapshot
@@ -184,21 +185,6 @@ def _cli(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> int:
         return main(["training-set", "--as-of", str(AS_OF)])
     finally:
         get_settings.cache_clear()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One classic local session for the module, with its own Derby folder."""
-    from churnflow.spark import get_spark
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHURNFLOW_SPARK_DIR", str(tmp_path_factory.mktemp("spark")))
-        patch.delenv("SPARK_REMOTE", raising=False)
-        get_spark.cache_clear()
-        session = get_spark()
-        yield session
-        session.stop()
-        get_spark.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,25 +24,12 @@ from churnflow.lake import Lake
 from churnflow.validate import ValidationError, ValidationSummary, suites_dir, validate
 from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA
 
+pytestmark = pytest.mark.usefixtures("classic_spark")
+
 DAY = date(2026, 3, 7)  # the day under test; the seven days before it are its history
 REQUEST = GenerateRequest(start=DAY - timedelta(days=7), end=DAY, customers=1200, seed=11)
 SILVER = "silver/orders"
 FEATURES = "features/customer_features"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One classic local session for the module, with its own Derby folder."""
-    from churnflow.spark import get_spark
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHURNFLOW_SPARK_DIR", str(tmp_path_factory.mktemp("spark")))
-        patch.delenv("SPARK_REMOTE", raising=False)
-        get_spark.cache_clear()
-        session = get_spark()
-        yield session
-        session.stop()
-        get_spark.cache_clear()
 
 
 @pytest.fixture(scope="module")
