@@ -116,7 +116,7 @@ def _swap_in(staged: Path, target: Path) -> None:
 class Staging:
     """A hidden folder under one area of the lake where a step writes before it publishes.
 
-    Datasets inside it mirror the area: `partition_uri("customer_state", ds)` is staged where
+    Datasets inside it mirror the area: `partition_path("customer_state", ds)` is staged where
     `publish("customer_state", ds)` takes it from. An empty name is the area itself (a single
     dataset such as `silver/orders`).
     """
@@ -133,14 +133,8 @@ class Staging:
     def dataset_path(self, name: str = "") -> Path:
         return self.root / name if name else self.root
 
-    def dataset_uri(self, name: str = "") -> str:
-        return file_uri(self.dataset_path(name))
-
     def partition_path(self, name: str, ds: date, key: str = PARTITION_KEY) -> Path:
         return self.dataset_path(name) / partition_name(ds, key)
-
-    def partition_uri(self, name: str, ds: date, key: str = PARTITION_KEY) -> str:
-        return file_uri(self.partition_path(name, ds, key))
 
     def partition(self, ds: date, key: str = PARTITION_KEY) -> Path:
         """A single dataset's staged partition folder, created empty for a writer."""
