@@ -10,7 +10,6 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REGISTRY ?= churnflow
-DAYS ?= 60
 
 # torch is pinned to 2.13.0 and must be its CPU build locally. A machine whose pip is set up
 # with find-links (a wheel folder) gets it from there; elsewhere from PyTorch's CPU index.
@@ -37,8 +36,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP) ## create .venv from the pinned requirements.txt (only when missing or stale)
 
-demo: $(STAMP) ## start the local stack, generate data, backfill the DAGs, print a summary
-	$(PY) -m devstack demo --days $(DAYS)
+demo: $(STAMP) ## start the local stack, generate data, backfill the DAGs, print a summary [DAYS=n]
+	$(PY) -m devstack demo $(if $(DAYS),--days $(DAYS))
 
 up: $(STAMP) ## start the local stack (Airflow, MLflow, embedded PostgreSQL); reuses what runs
 	$(PY) -m devstack up

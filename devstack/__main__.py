@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from devstack.demo import DEMO_DAYS
 from devstack.services import ALL_SERVICES, StackConfig, StackError, down, java_version, status, up
 
 MIN_JAVA = 17
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="stop everything `up` started")
     commands.add_parser("status", help="which services run")
     demo = commands.add_parser("demo", help="start, generate data, backfill, print a summary")
-    demo.add_argument("--days", type=int, default=60)
+    demo.add_argument("--days", type=int, default=DEMO_DAYS)
     demo.add_argument("--customers", type=int, default=3000)
     demo.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
