@@ -111,13 +111,10 @@ def test_a_data_error_fails_without_retry_and_shows_the_message(
     assert f"ds={DAY}" in str(caught.value) and "missing" in str(caught.value)
 
 
-def test_killing_the_task_ends_the_served_step(served: Path, tmp_path: Path) -> None:
-    operator = LocalStepOperator(
-        task_id="long",
-        argv=["churnflow", *LONG_STEP],
-        env={"CHURNFLOW_LAKE": str(tmp_path / "lake")},
-        grace_period_s=5.0,
-    )
+def _started(
+    operator: LocalStepOperator, timeout_s: float
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Run the operator in a thread, as a worker would; return once its step process exists."""
     failures: list[BaseException] = []
 
     def run() -> None:
@@ -128,10 +125,21 @@ def test_killing_the_task_ends_the_served_step(served: Path, tmp_path: Path) -> 
 
     runner = threading.Thread(target=run)
     runner.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout_s
     while operator._process is None:
         assert time.monotonic() < deadline, "the step never started"
         time.sleep(0.05)
+    return runner, failures
+
+
+def test_killing_the_task_ends_the_served_step(served: Path, tmp_path: Path) -> None:
+    operator = LocalStepOperator(
+        task_id="long",
+        argv=["churnflow", *LONG_STEP],
+        env={"CHURNFLOW_LAKE": str(tmp_path / "lake")},
+        grace_period_s=5.0,
+    )
+    runner, failures = _started(operator, timeout_s=30)
     pid = operator._process.pid
     time.sleep(1.0)
     operator.on_kill()
@@ -223,21 +231,8 @@ def test_a_step_gets_its_settings_and_no_airflow_secret(
         secrets=["SLACK_BOT_TOKEN"],
         grace_period_s=5.0,
     )
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            operator.execute({})
-        except AirflowException as err:
-            failures.append(err)
-
-    runner = threading.Thread(target=run)
-    runner.start()
+    runner, failures = _started(operator, timeout_s=60)
     try:
-        deadline = time.monotonic() + 60
-        while operator._process is None:
-            assert time.monotonic() < deadline, "the step never started"
-            time.sleep(0.05)
         env = _environment_of_a_child(operator._process.pid)
     finally:
         operator.on_kill()
