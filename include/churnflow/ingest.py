@@ -47,6 +47,7 @@ from churnflow.errors import DataError, LandingError
 from churnflow.lake import QUARANTINE_ORDERS, RAW_ORDERS, SILVER_ORDERS, Lake, file_uri
 from churnflow.landing import REQUIRED_ORDER_COLUMNS, FileSummary, check_landing
 from churnflow.settings import DEFAULT_MAX_REJECT_SHARE
+from churnflow.spark import SESSION_SETTINGS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -63,8 +64,11 @@ SILVER_COLUMNS = {
 EXAMPLES_PER_RULE = 3
 # Set on the session by every ingest; see the module docstring.
 SESSION_CONF = {
-    "spark.sql.session.timeZone": "UTC",
-    "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
+    key: SESSION_SETTINGS[key]
+    for key in (
+        "spark.sql.session.timeZone",
+        "spark.sql.sources.parallelPartitionDiscovery.threshold",
+    )
 }
 
 # Internal statuses of a row besides the rules it can break.
