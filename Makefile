@@ -80,7 +80,7 @@ lock: $(STAMP) ## re-resolve requirements.in into the pinned requirements.txt
 
 images: ## build the three images (needs Docker), tagged $(REGISTRY)/churnflow-<name>:$(TAG)
 	for image in airflow spark train; do \
-	  docker build -f images/$$image/Dockerfile -t $(REGISTRY)/churnflow-$$image:$(TAG) . || exit 1; \
+	  docker build -f images/$$image/Dockerfile --build-arg GIT_COMMIT=$$(git rev-parse HEAD) -t $(REGISTRY)/churnflow-$$image:$(TAG) . || exit 1; \
 	done
 
 clean: down ## stop the stack and delete all local state (.churnflow/)

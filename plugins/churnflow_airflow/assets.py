@@ -10,3 +10,13 @@ CUSTOMER_FEATURES = Asset(
     group="churnflow",
     extra={"partitioned_by": "ds", "format": "parquet"},
 )
+
+# An event per promotion decision of `churnflow promote` (extra: as_of). The gate exits 0
+# whether or not it moved `champion`: the event says a decision was recorded, the decision
+# itself is on the model version in MLflow.
+CHURN_MODEL = Asset(
+    name="churn_model",
+    uri="churnflow://mlflow/models/churn",
+    group="churnflow",
+    extra={"registered_model": "churn", "aliases": "challenger,champion"},
+)

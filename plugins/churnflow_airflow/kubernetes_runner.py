@@ -2,7 +2,8 @@
 
 Everything that is the same for every pod of a profile (security context, scratch volume,
 GPU placement) is in the profile's pod template; this module adds what is per step: image,
-argv, resources, labels, environment and secret references.
+argv, resources, labels, environment and secret references. Every pod gets `CHURNFLOW_IMAGE`,
+the full reference of the image it runs.
 
 `StepPodOperator` reads the exit code of the pod's base container and applies the rule the
 local runner applies to a process (`churnflow_airflow.exit_codes`): 65 and 78 fail the task
@@ -91,23 +92,26 @@ def pod_operator(spec: Step, settings: StepSettings, **operator_kwargs: Any) -> 
         "app.kubernetes.io/name": "churnflow",
         "app.kubernetes.io/component": spec.task_id.replace("_", "-"),
         "churnflow.io/profile": profile.name,
-        "churnflow.io/ds": "{{ ds }}",
+        # A manual run of Airflow 3 may have no logical date, and then no `ds`.
+        "churnflow.io/ds": "{{ ds | default('') }}",
     }
     secrets = [
         Secret("env", ref.env_var, ref.secret or settings.secret_name, ref.key)
         for ref in spec.secrets
     ]
+    image = settings.image(spec.image)
     return StepPodOperator(
         lake=settings.lake,
         task_id=spec.task_id,
         name=spec.task_id.replace("_", "-"),
         namespace=settings.namespace,
         kubernetes_conn_id=settings.kubernetes_conn_id,
-        image=settings.image(spec.image),
+        image=image,
         image_pull_policy="IfNotPresent",
         cmds=[spec.argv[0]],
         arguments=list(spec.argv[1:]),
-        env_vars=dict(spec.env),
+        # The task side records the image it ran in (e.g. as an MLflow tag).
+        env_vars={**spec.env, "CHURNFLOW_IMAGE": image},
         secrets=secrets,
         container_resources=k8s.V1ResourceRequirements(
             requests=profile.requests(), limits=profile.limits()

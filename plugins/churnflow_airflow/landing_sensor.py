@@ -1,4 +1,6 @@
-"""Wait for a day's raw partition to land, in reschedule mode so no worker slot is held.
+"""Wait for a day's partition to land, in reschedule mode so no worker slot is held.
+
+Raw input from upstream, or a dataset another DAG publishes (silver orders for training).
 
 Arrival means the partition folder holds at least one data file; a folder whose data files
 are all zero bytes is a broken delivery and fails at once, without retries. The content
@@ -23,7 +25,11 @@ def lake_uri(lake: str) -> str:
 
 
 class LandingPartitionSensor(BaseSensorOperator):
-    """Succeeds once `<lake>/<dataset>/ds=<ds>/` holds a non-empty data file."""
+    """Succeeds once `<lake>/<dataset>/ds=<ds>/` holds a non-empty data file.
+
+    `producer` names what writes the partition, for the message of a missing one: an
+    upstream export for raw data, the producing DAG's step for a published dataset.
+    """
 
     template_fields = ("ds",)
     ui_color = "#fdf3e1"
@@ -35,6 +41,7 @@ class LandingPartitionSensor(BaseSensorOperator):
         ds: str = "{{ ds }}",
         lake: str | None = None,
         conn_id: str | None = None,
+        producer: str = "the upstream export",
         **kwargs: Any,
     ) -> None:
         settings = load_settings()
@@ -47,6 +54,7 @@ class LandingPartitionSensor(BaseSensorOperator):
         self.ds = ds
         self.lake = lake or settings.lake
         self.conn_id = conn_id
+        self.producer = producer
 
     @property
     def partition(self) -> ObjectStoragePath:
@@ -82,5 +90,5 @@ class LandingPartitionSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(
                 f"{self.dataset} partition ds={self.ds} is missing: nothing landed at "
                 f"{self.partition} within {int(self.timeout)} s "
-                "(CHURNFLOW_LANDING_TIMEOUT); check the upstream export for that day"
+                f"(CHURNFLOW_LANDING_TIMEOUT); check {self.producer} for that day"
             ) from err

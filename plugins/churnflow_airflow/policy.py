@@ -10,7 +10,7 @@ from airflow.sdk import CronDataIntervalTimetable
 
 from churnflow_airflow.alerts import alert_failure
 
-__all__ = ["START_DATE", "alert_failure", "daily", "default_args"]
+__all__ = ["START_DATE", "alert_failure", "daily", "default_args", "weekly"]
 
 OWNER = "ml-platform"
 # Earliest day any churnflow DAG processes; backfills may start here.
@@ -34,3 +34,8 @@ def default_args(**overrides: Any) -> dict[str, Any]:
 def daily() -> CronDataIntervalTimetable:
     """Run after each UTC day ends; `ds` is the day the data belongs to, not the run day."""
     return CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+
+
+def weekly() -> CronDataIntervalTimetable:
+    """Run after each ISO week (Monday 00:00 UTC); the interval is the week just ended."""
+    return CronDataIntervalTimetable("0 0 * * 1", timezone="UTC")

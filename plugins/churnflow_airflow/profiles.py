@@ -24,7 +24,10 @@ class Profile:
         return f"pod-template-{self.name}.yaml"
 
     def requests(self) -> dict[str, str]:
-        return {"cpu": self.cpu_request, "memory": self.memory_request}
+        requests = {"cpu": self.cpu_request, "memory": self.memory_request}
+        if self.gpus:  # an extended resource: its request must equal its limit
+            requests["nvidia.com/gpu"] = str(self.gpus)
+        return requests
 
     def limits(self) -> dict[str, str]:
         limits = {"cpu": self.cpu_limit, "memory": self.memory_limit}

@@ -482,3 +482,17 @@ def test_train_image_installs_cuda_torch_with_its_dependencies() -> None:
             env.update(env_assignments(arguments))
     assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+
+
+@pytest.mark.parametrize("image", TASK_IMAGES)
+def test_task_image_records_the_git_commit_it_was_built_from(image: str) -> None:
+    """The task side tags its MLflow runs with CHURNFLOW_GIT_COMMIT (and CHURNFLOW_IMAGE)."""
+    instructions = dockerfile_instructions(DOCKERFILES[image])
+    [arg] = [i for i, (kw, args) in enumerate(instructions) if kw == "ARG" and "GIT_COMMIT" in args]
+    envs = {i: env_assignments(args) for i, (kw, args) in enumerate(instructions) if kw == "ENV"}
+    [set_at] = [i for i, env in envs.items() if env.get("CHURNFLOW_GIT_COMMIT") == "$GIT_COMMIT"]
+    assert set_at > arg
+    # After every layer that installs something, so a new commit rebuilds none of them.
+    assert not any(kw in ("RUN", "COPY") for kw, _ in instructions[arg:])
+    makefile = (REPO / "Makefile").read_text()
+    assert "--build-arg GIT_COMMIT=$$(git rev-parse HEAD)" in makefile

@@ -8,7 +8,7 @@ Kubernetes versions that kubernetes-validate ships.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import copy
 from typing import Any
 
 import kubernetes_validate
@@ -20,7 +20,7 @@ from kubernetes.client import ApiClient
 
 from churnflow_airflow.profiles import PROFILES
 from churnflow_airflow.steps import SecretRef, step
-from tests.dags.conftest import KUBERNETES_ENV, environment, load_dagbag
+from tests.dags.conftest import KUBERNETES_ENV, environment, load_dagbag, worker_context
 
 SAMPLE_DS = "2026-03-01"
 K8S_VERSIONS = sorted(
@@ -36,30 +36,25 @@ POD_STEPS = [
 ]
 
 
-def render_pod(task: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The pod of `task` for SAMPLE_DS (and run `params`), as the JSON the API server receives."""
-    dag = task.dag
-    run_id = f"scheduled__{SAMPLE_DS}T00:00:00+00:00"
-    ti = SimpleNamespace(
-        dag_id=dag.dag_id,
-        task_id=task.task_id,
-        run_id=run_id,
-        try_number=1,
-        map_index=-1,
-    )
-    context = {
-        "ds": SAMPLE_DS,
-        "ds_nodash": SAMPLE_DS.replace("-", ""),
-        "logical_date": pendulum.parse(SAMPLE_DS),
-        "run_id": run_id,
-        "dag": dag,
-        "task": task,
-        "ti": ti,
-        "task_instance": ti,
-        "params": {**dag.params.dump(), **(params or {})},  # the run's: defaults, then overrides
-        "var": {"json": {}, "value": {}},  # no Airflow Variables set
-    }
-    task.render_template_fields(context, jinja_env=dag.get_template_env())
+def render_pod(task: Any, params: dict[str, Any] | None = None, **run: Any) -> dict[str, Any]:
+    """The pod of `task` as the JSON the API server receives.
+
+    Rendered in the context a worker builds for a run: by default the scheduled run of
+    SAMPLE_DS (with run `params` as its conf); `run` describes another (`worker_context`).
+    A copy of the task is rendered: rendering replaces the templates of the one it is given.
+    """
+    task = copy.deepcopy(task)
+    if not run:
+        day = pendulum.parse(SAMPLE_DS)
+        run = {
+            "run_type": "scheduled",
+            "run_after": day.add(days=1),
+            "logical_date": day,
+            "data_interval": (day, day.add(days=1)),
+        }
+    context = worker_context(task, conf=params, **run)
+    context["var"] = {"json": {}, "value": {}}  # no Airflow Variables set
+    task.render_template_fields(context, jinja_env=task.dag.get_template_env())
     pod = task.build_pod_request_obj(context, dry_run=True)
     return ApiClient().sanitize_for_serialization(pod)
 
@@ -97,6 +92,7 @@ def test_every_step_renders_a_valid_hardened_pod(dag_id: str, task_id: str) -> N
     assert labels["churnflow.io/ds"] == SAMPLE_DS and "run_id" in labels
     env = {e["name"]: e for e in container["env"]}
     assert env["CHURNFLOW_LAKE"]["value"] == KUBERNETES_ENV["CHURNFLOW_LAKE"]
+    assert env["CHURNFLOW_IMAGE"]["value"] == container["image"]  # recorded by the task side
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -123,3 +119,35 @@ def test_every_profile_renders_a_valid_pod_with_its_resources(profile: str) -> N
         assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
     else:
         assert "nvidia.com/gpu" not in container["resources"]["limits"]
+
+
+def test_the_training_pod_runs_on_a_gpu_node_from_the_train_image() -> None:
+    with environment(KUBERNETES_ENV):
+        pod = render_pod(BAG.dags["churn_training"].get_task("train_models"))
+    validate(pod)
+    spec, (container,) = pod["spec"], pod["spec"]["containers"]
+    assert container["image"] == "registry.example.com/ml/churnflow-train:0.1.0"
+    assert container["command"] == ["churnflow"]
+    assert container["args"][:3] == ["train", "--as-of", SAMPLE_DS]
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CHURNFLOW_IMAGE"] == container["image"]
+    assert env["MLFLOW_TRACKING_URI"] == KUBERNETES_ENV["MLFLOW_TRACKING_URI"]
+
+
+def test_a_manual_run_without_a_logical_date_renders_valid_pods() -> None:
+    """Airflow 3 runs triggered without a logical date have no `ds` in their context."""
+    dag = BAG.dags["churn_training"]
+    run = {"run_type": "manual", "run_after": pendulum.datetime(2026, 3, 4, 14, tz="UTC")}
+    for task_id in ("build_training_set", "train_models", "promote_challenger"):
+        with environment(KUBERNETES_ENV):
+            pod = render_pod(dag.get_task(task_id), **run)
+        validate(pod)
+        (container,) = pod["spec"]["containers"]
+        assert container["args"][1:3] == ["--as-of", "2026-03-03"], task_id
+        assert pod["metadata"]["labels"]["churnflow.io/ds"] == ""

@@ -63,6 +63,15 @@ def test_timeout_names_the_missing_partition(tmp_path: Path) -> None:
     message = str(caught.value)
     assert f"raw/orders partition ds={DS} is missing" in message
     assert str(tmp_path / "raw" / "orders" / f"ds={DS}") in message
+    assert "check the upstream export for that day" in message
+
+
+def test_timeout_of_a_published_dataset_names_the_step_that_publishes_it(tmp_path: Path) -> None:
+    sensor = _sensor(
+        tmp_path, mode="poke", timeout=0.1, poke_interval=0.05, producer="churn_features.ingest"
+    )
+    with pytest.raises(AirflowSensorTimeout, match=r"check churn_features\.ingest for that day"):
+        sensor.execute({})
 
 
 def test_lake_uris_map_to_object_storage() -> None:
