@@ -79,6 +79,18 @@ def _training_set(args: argparse.Namespace) -> None:
     print(run_training_set(args.as_of))
 
 
+def _train(args: argparse.Namespace) -> None:
+    from churnflow.train import run_train
+
+    print(run_train(args.as_of, args.model_type, args.reason))
+
+
+def _promote(args: argparse.Namespace) -> None:
+    from churnflow.promote import run_promote
+
+    print(run_promote(args.as_of, rollback_champion=args.rollback))
+
+
 def _step_server(args: argparse.Namespace) -> None:
     from churnflow.step_server import run_server
 
@@ -143,6 +155,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="newest day whose orders the labels may read; snapshots up to as-of minus the horizon",
     )
     training.set_defaults(handler=_training_set)
+    fit = commands.add_parser(
+        "train",
+        help="train the churn models on a published training set, register the challenger",
+        description=(
+            "Fits the scikit-learn and Lightning models on training/churn/as_of=D (built by "
+            "`training-set`), logs an MLflow parent run with one child run per model type "
+            "(metrics per split and slice, curves, plots, the dataset, the model), and "
+            "registers the one with the better validation PR AUC as churn@challenger."
+        ),
+    )
+    fit.add_argument("--as-of", type=_day, required=True, help="the training set's as-of date")
+    fit.add_argument(
+        "--model-type",
+        choices=["auto", "sklearn", "lightning"],
+        default="auto",
+        help="train only this type and register it (default: both, the better one)",
+    )
+    fit.add_argument(
+        "--reason", help="why this training runs (schedule, manual, drift: ...); a run tag"
+    )
+    fit.set_defaults(handler=_train)
+    gate = commands.add_parser(
+        "promote",
+        help="gate: challenger vs champion on the same holdout; moves champion or says why not",
+        description=(
+            "Scores churn@challenger and churn@champion (or, with no champion, the recency "
+            "baseline) on the holdout of the challenger's training set and moves @champion only "
+            "if the challenger wins by CHURNFLOW_PROMOTION_MARGIN, loses no slice by more than "
+            "CHURNFLOW_PROMOTION_SLICE_TOLERANCE and is calibrated within "
+            "CHURNFLOW_PROMOTION_MAX_ECE. The decision and its reasons are tags on the version. "
+            "Exits 0 whether or not it promotes."
+        ),
+    )
+    gate.add_argument(
+        "--as-of",
+        type=_day,
+        help="the training set whose holdout to compare on (default: the challenger's)",
+    )
+    gate.add_argument(
+        "--rollback",
+        action="store_true",
+        help="point @champion back at the version it replaced (operator action)",
+    )
+    gate.set_defaults(handler=_promote)
     server = commands.add_parser(
         "step-server", help="run local steps as forks of a preloaded process (`make up`)"
     )

@@ -30,3 +30,9 @@ class DataError(ChurnflowError):
 
 class LandingError(DataError):
     """A raw partition is missing, empty or unreadable, or lacks a contract column."""
+
+
+class ServiceUnavailableError(ChurnflowError):
+    """A service the step talks to (the MLflow server) does not answer; a retry may find it."""
+
+    exit_code = os.EX_TEMPFAIL

@@ -64,6 +64,36 @@ class Settings(BaseSettings):
         ge=1,
         description="Fewest examples each split (train, validation, holdout) needs.",
     )
+    training_seed: int = Field(
+        default=7, description="Seed of both model types: the same seed gives the same metrics."
+    )
+    training_max_epochs: int = Field(
+        default=40,
+        ge=1,
+        description="Most epochs of the Lightning network (early stopping on validation loss).",
+    )
+    promotion_margin: float = Field(
+        default=0.005,
+        ge=0.0,
+        description=(
+            "PR AUC on the holdout by which a challenger must beat the champion (or, for the "
+            "first model, the recency baseline) to be promoted."
+        ),
+    )
+    promotion_slice_tolerance: float = Field(
+        default=0.03,
+        ge=0.0,
+        description=(
+            "Most a slice's holdout PR AUC (tenure, spend band, country) may fall below the "
+            "champion's for the challenger to be promoted."
+        ),
+    )
+    promotion_max_ece: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="Largest expected calibration error on the holdout a champion may have.",
+    )
 
 
 @lru_cache(maxsize=1)

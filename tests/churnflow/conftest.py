@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +28,24 @@ def classic_spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield session
         session.stop()
         get_spark.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[str]:
+    """A real MLflow tracking server (the local stack's, embedded PostgreSQL backend) on a free
+    port, for the whole test session; its URL.
+
+    Its state lives outside pytest's temporary root: the embedded PostgreSQL runs as its own
+    user when the tests run as root, and pytest makes its root private (tests/e2e/conftest.py).
+    """
+    from devstack.services import down, throwaway_config, up
+
+    home = Path(tempfile.mkdtemp(prefix="churnflow-mlflow-"))
+    config = throwaway_config(home / "state")
+    try:
+        up(config, ["mlflow"], log=lambda _line: None)
+        yield config.mlflow_url
+    finally:
+        down(config, log=lambda _line: None)
+        if not os.environ.get("CHURNFLOW_KEEP_E2E"):
+            shutil.rmtree(home, ignore_errors=True)

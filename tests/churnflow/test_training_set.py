@@ -13,10 +13,8 @@ import json
 import re
 import shutil
 from datetime import date, timedelta
-from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,7 +39,8 @@ from churnflow.training_set import (
     plan_training_set,
     read_manifest,
 )
-from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA, WINDOWS
+from tests.churnflow import synthetic
+from tests.churnflow.contracts import FEATURES_SCHEMA
 
 pytestmark = pytest.mark.usefixtures("classic_spark")
 
@@ -71,68 +70,11 @@ EDGES = {
 
 
 def _days(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=k) for k in range((last - first).days + 1)]
-
-
-def _orders(customers: dict[str, list[date]]) -> pd.DataFrame:
-    """Silver rows, one order per customer and listed day, noon UTC."""
-    rows = [
-        {
-            "order_id": f"o-{day}-{customer}",
-            "customer_id": customer,
-            "day": day,
-            "ordinal": day.toordinal(),
-            "order_ts": pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=12),
-            "amount": Decimal(10 + (sum(map(ord, customer)) * day.day) % 90) / 4,
-            "items": 1 + day.day % 3,
-        }
-        for customer, days in customers.items()
-        for day in days
-    ]
-    return pd.DataFrame(rows).sort_values(["day", "order_id"], ignore_index=True)
+    return synthetic.days(first, last)
 
 
 def _population(seed: int = 5, size: int = 80) -> dict[str, list[date]]:
-    """Customers who start at different times, order at different rates, some stop for good."""
-    rng = np.random.default_rng(seed)
-    everyone: dict[str, list[date]] = {}
-    calendar = _days(START, LAST_DAY)
-    for number in range(size):
-        rate = rng.uniform(0.02, 0.25)
-        begin = int(rng.integers(0, 60))
-        end = int(rng.integers(60, 125)) if rng.random() < 0.4 else len(calendar)
-        ordered = [day for day in calendar[begin:end] if rng.random() < rate]
-        if ordered:
-            everyone[f"c-{number:03d}"] = ordered
-    return everyone | EDGES
-
-
-def _features(orders: pd.DataFrame, day: date) -> pd.DataFrame:
-    """customer_features at `day` from orders up to its end, for customers active on it."""
-    past = orders[orders["day"] <= day].assign(
-        age=lambda f: day.toordinal() - f["ordinal"], value=lambda f: f["amount"].astype(float)
-    )
-    active = past[past["customer_id"].isin(past.loc[past["age"] < 90, "customer_id"])]
-    mine = active.groupby("customer_id")
-    out = pd.DataFrame(index=pd.Index(sorted(mine.groups), name="customer_id"))
-    for window in WINDOWS:
-        recent = active[active["age"] < window].groupby("customer_id")
-        out[f"orders_{window}d"] = recent.size().reindex(out.index, fill_value=0)
-        out[f"amount_{window}d"] = recent["value"].sum().reindex(out.index, fill_value=0.0)
-    first, last, count = mine["ordinal"].min(), mine["ordinal"].max(), mine.size()
-    signup = first - 3
-    out["tenure_days"] = day.toordinal() - signup
-    out["days_since_last_order"] = day.toordinal() - last
-    out["items_90d"] = active[active["age"] < 90].groupby("customer_id")["items"].sum()
-    out["avg_order_value_90d"] = out["amount_90d"] / out["orders_90d"]
-    out["mean_gap_days"] = ((last - first) / (count - 1)).where(count > 1)
-    out["trend_orders_30_90"] = out["orders_30d"] / (out["orders_90d"] / 3)
-    out["trend_amount_30_90"] = out["amount_30d"] / (out["amount_90d"] / 3)
-    codes = [sum(map(ord, customer)) for customer in out.index]
-    out["country"] = [["DE", "FR", "NL"][code % 3] for code in codes]
-    out["channel"] = [["web", "app"][code % 2] for code in codes]
-    out["signup_date"] = [date.fromordinal(int(n)) for n in signup]
-    return out.reset_index()[FEATURES_SCHEMA.names]
+    return synthetic.population(START, LAST_DAY, seed=seed, size=size) | EDGES
 
 
 def _write_lake(
@@ -140,22 +82,10 @@ def _write_lake(
 ) -> pd.DataFrame:
     """Silver for every day START..LAST_DAY, features for `snapshots` (default: every day
     FEATURES_FROM..LAST_DAY, so the neighbours of each snapshot of the window are there)."""
-    orders = _orders(customers)
-    lake = Lake(str(root))
-    for day in _days(START, LAST_DAY):
-        rows = orders[orders["day"] == day][SILVER_SCHEMA.names]
-        folder = lake.partition_path(SILVER_ORDERS, day)
-        folder.mkdir(parents=True)
-        table = pa.Table.from_pandas(rows, schema=SILVER_SCHEMA, preserve_index=False)
-        pq.write_table(table, folder / "part-0.parquet")
-    for day in snapshots or _days(FEATURES_FROM, LAST_DAY):
-        folder = lake.partition_path(CUSTOMER_FEATURES, day)
-        folder.mkdir(parents=True)
-        table = pa.Table.from_pandas(
-            _features(orders, day), schema=FEATURES_SCHEMA, preserve_index=False
-        )
-        pq.write_table(table, folder / "part-0.parquet")
-    return orders
+    return synthetic.write_lake(
+        root, customers, first=START, last=LAST_DAY,
+        snapshots=snapshots or _days(FEATURES_FROM, LAST_DAY),
+    )  # fmt: skip
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
