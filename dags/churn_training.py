@@ -11,8 +11,11 @@ for a manual run with a logical date, the Sunday of the last week that ended by 
 for a manual run without one, the day before it was triggered. All steps of a run use the
 same day.
 
-1. `wait_for_silver_orders` — `silver/orders/ds=<as_of>` is published (by
-   `churn_features.ingest_orders`): labels read orders up to `as_of`. Reschedule mode.
+1. `wait_for_features` — `features/customer_features/ds=<as_of>` is published (by
+   `churn_features.build_features`). The daily chain publishes days in order, so then the
+   silver orders up to `as_of` (the labels) and every earlier snapshot are there too; a run
+   that starts before the day's features waits for them (reschedule mode, up to 12 hours)
+   instead of failing on a missing snapshot.
 2. `build_training_set` — `churnflow training-set`: examples are the published
    `customer_features` snapshots whose label has matured by `as_of` (the newest at `as_of`
    minus the label horizon, 30 days by default, then one a week back, 12 by default);
@@ -42,6 +45,8 @@ empty = how the run started: `schedule`, `manual`, `backfill`, ...).
 **Rollback** (an operator action, not a task): `churnflow promote --rollback` points
 `champion` back at the version it replaced.
 """
+
+from datetime import timedelta
 
 from airflow.sdk import DAG, Param, chain
 
@@ -121,10 +126,11 @@ with DAG(
     )
     chain(
         LandingPartitionSensor(
-            task_id="wait_for_silver_orders",
-            dataset="silver/orders",
+            task_id="wait_for_features",
+            dataset="features/customer_features",
             ds=AS_OF,
-            producer="churn_features.ingest_orders",
+            producer="churn_features.build_features",
+            timeout=timedelta(hours=12).total_seconds(),
         ),
         build_training_set,
         train_models,

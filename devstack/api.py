@@ -102,6 +102,16 @@ class AirflowClient:
         }
         return self.request("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
 
+    def all_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Every run of a DAG, scheduled and manual (manual ones may lack a logical date)."""
+        params = {"limit": 1000, "order_by": "run_after"}
+        return self.request("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        """A manual run without a logical date (Airflow 3), with `conf` as its params."""
+        body = {"logical_date": None, "conf": conf}
+        return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
         return self.request("GET", path)["task_instances"]

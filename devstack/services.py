@@ -279,6 +279,18 @@ def write_private(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
+# The local stack's training window, unless the user's environment sets one. The demo backfills
+# 30 days, and a 30-day label horizon would mature no snapshot inside them: locally a label
+# looks 14 days ahead and snapshots are 2 days apart, so the demo's range holds a training set
+# (6 snapshots: 3 train, 2 validation, 1 holdout). Production keeps the defaults of
+# churnflow.settings (30 days, weekly snapshots).
+LOCAL_TRAINING_WINDOW = {
+    "CHURNFLOW_LABEL_HORIZON_DAYS": "14",
+    "CHURNFLOW_TRAINING_SNAPSHOT_EVERY_DAYS": "2",
+    "CHURNFLOW_TRAINING_SNAPSHOTS": "6",
+}
+
+
 def stack_env(config: StackConfig, airflow_db: str) -> dict[str, str]:
     """Environment for every service, the Airflow CLI and the steps the workers run."""
     secrets_file = config.home / "secrets.json"
@@ -329,6 +341,7 @@ def stack_env(config: StackConfig, airflow_db: str) -> dict[str, str]:
         "PYSPARK_PYTHON": sys.executable,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "CHURNFLOW_HOME": str(config.home),
+        **{name: os.environ.get(name, value) for name, value in LOCAL_TRAINING_WINDOW.items()},
         **config.extra_env,
     }
 

@@ -45,6 +45,8 @@ class LandingPartitionSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         settings = load_settings()
+        # Where the timeout comes from, for the message when it expires.
+        self.timeout_source = "" if "timeout" in kwargs else " (CHURNFLOW_LANDING_TIMEOUT)"
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("timeout", settings.landing_timeout_s)
         kwargs.setdefault("poke_interval", settings.landing_poke_interval_s)
@@ -89,6 +91,6 @@ class LandingPartitionSensor(BaseSensorOperator):
         except AirflowSensorTimeout as err:
             raise AirflowSensorTimeout(
                 f"{self.dataset} partition ds={self.ds} is missing: nothing landed at "
-                f"{self.partition} within {int(self.timeout)} s "
-                f"(CHURNFLOW_LANDING_TIMEOUT); check {self.producer} for that day"
+                f"{self.partition} within {int(self.timeout)} s{self.timeout_source}; "
+                f"check {self.producer} for that day"
             ) from err

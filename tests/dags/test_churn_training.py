@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import ParamValidationError
 from airflow.serialization.encoders import coerce_to_core_timetable
 from airflow.timetables.base import DataInterval, TimeRestriction
 
-from churnflow.lake import SILVER_ORDERS
+from churnflow.lake import CUSTOMER_FEATURES
 from churnflow_airflow.assets import CHURN_MODEL
 from churnflow_airflow.local_runner import LocalStepOperator
 from churnflow_airflow.policy import START_DATE
@@ -110,7 +110,7 @@ def test_training_runs_weekly_after_the_week_one_run_at_a_time() -> None:
 def test_steps_wait_for_silver_then_train_then_gate_then_announce() -> None:
     order = [task.task_id for task in DAG_.topological_sort()]
     assert order == [
-        "wait_for_silver_orders",
+        "wait_for_features",
         *STEPS,
         "publish_model_decision",
     ]
@@ -199,13 +199,12 @@ def test_the_local_runner_hands_the_rendered_argv_over_without_a_shell(tmp_path:
     assert json.loads(seen.read_text()) == argv[1:]
 
 
-def test_the_sensor_waits_for_the_silver_orders_partition_of_as_of() -> None:
-    sensor = rendered(
-        "wait_for_silver_orders", **manual_run(pendulum.datetime(2026, 3, 4, tz="UTC"))
-    )
-    assert sensor.dataset == SILVER_ORDERS  # the task side's lake path
+def test_the_sensor_waits_for_the_customer_features_partition_of_as_of() -> None:
+    sensor = rendered("wait_for_features", **manual_run(pendulum.datetime(2026, 3, 4, tz="UTC")))
+    assert sensor.dataset == CUSTOMER_FEATURES  # the task side's lake path
+    assert sensor.timeout == 12 * 3600
     assert sensor.ds == "2026-03-03"
-    assert str(sensor.partition).endswith("silver/orders/ds=2026-03-03")
+    assert str(sensor.partition).endswith("features/customer_features/ds=2026-03-03")
 
 
 def test_the_model_decision_event_carries_as_of() -> None:
