@@ -247,3 +247,16 @@ def test_a_step_gets_its_settings_and_no_airflow_secret(
     leaked = sorted(name for name in env if name in AIRFLOW_SECRETS or name.startswith("AIRFLOW"))
     assert leaked == []
     assert not any(secret in "\0".join(env.values()) for secret in AIRFLOW_SECRETS.values())
+
+
+def test_the_preload_leaves_torch_and_lightning_to_the_training_step() -> None:
+    """Every forked step carries what the server preloaded: torch and Lightning (10-12 s of
+    import, thread pools on first use) must stay out, so daily steps do not pay for them."""
+    code = (
+        "import sys; from churnflow.step_server import preload; preload(); "
+        "print(','.join(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
+    )
+    python = str(Path(CHURNFLOW).with_name("python"))
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""
