@@ -284,13 +284,17 @@ def _train_one(
     from mlflow.models import infer_signature
 
     train, validation = data.split(TRAIN), data.split(VALIDATION)
+    judged = {VALIDATION: validation, HOLDOUT: data.split(HOLDOUT)}
     with mlflow.start_run(
         run_name=model_type, nested=True, tags=parent_tags | {TAG_MODEL_TYPE: model_type}
     ) as run:
         mlflow.log_input(_dataset(data), context="training", tags=_dataset_tags(data))
+        print(f"{model_type}: fitting on {len(train)} examples ({len(validation)} validate)")
         started = time.monotonic()
         result = fit(model_type, train, validation, data.spec, config)
         fit_s = time.monotonic() - started
+        epochs = f", {len(result.history.get('val_loss', []))} epochs" if result.history else ""
+        print(f"{model_type}: fitted in {fit_s:.1f} s{epochs}; evaluating and logging")
         mlflow.log_params({f"{model_type}.{k}": v for k, v in result.params.items()})
         mlflow.log_param("features", ",".join(data.spec.columns))
         _log_history(client, run.info.run_id, result.history)
@@ -298,7 +302,7 @@ def _train_one(
             name: Evaluation.of(
                 name, frame, churn_probability(result.estimator, data.spec.inputs(frame))
             )
-            for name, frame in ((VALIDATION, validation), (HOLDOUT, data.split(HOLDOUT)))
+            for name, frame in judged.items()
         }
         metrics = {"fit_seconds": fit_s}
         if result.best_epoch is not None:
@@ -307,8 +311,7 @@ def _train_one(
             metrics |= evaluation.flat()
         mlflow.log_metrics(metrics)
         for split, evaluation in evaluations.items():
-            frame = validation if split == VALIDATION else data.split(HOLDOUT)
-            curves = {model_type: (frame[LABEL].to_numpy(), evaluation.scores)}
+            curves = {model_type: (judged[split][LABEL].to_numpy(), evaluation.scores)}
             for name, figure in evaluation_figures(curves).items():
                 mlflow.log_figure(figure, f"plots/{split}/{name}")
         importances = _importances(result.estimator, validation, data.spec, config.seed)
