@@ -20,7 +20,7 @@ else
 TORCH_SOURCE := --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
 endif
 
-.PHONY: help setup demo up down status test lint format step-docs bench bench-features bench-backfill lock images clean
+.PHONY: help setup demo up down status test lint format step-docs bench bench-features bench-backfill bench-train lock images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ bench-features: $(STAMP) ## one day's feature build on Spark vs DuckDB, 10M orde
 
 bench-backfill: $(STAMP) ## 30-day backfill of churn_features through the scheduler (minutes)
 	$(PY) bench/backfill.py --days 30
+
+bench-train: $(STAMP) ## churn model fit time, Lightning and sklearn, 10k vs 1M examples, CPU (+ GPU if any) (minutes)
+	$(PY) bench/train.py
 
 lock: $(STAMP) ## re-resolve requirements.in into the pinned requirements.txt
 	$(UV) pip compile requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt.new
