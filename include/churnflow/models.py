@@ -353,12 +353,62 @@ class _BestEpoch:
 FITTERS: dict[str, Callable[..., FitResult]] = {SKLEARN: _sklearn, LIGHTNING: _lightning}
 
 
-def fit(model_type: str, train: pd.DataFrame, validation: pd.DataFrame, spec: FeatureSpec,
-        config: TrainingConfig) -> FitResult:  # fmt: skip
-    """Fit one model type on the train split, early-stopped on the validation split."""
+class PlattCalibrated:
+    """A fitted model whose probabilities are re-mapped by a logistic fit of the label on the
+    model's logit over the validation split: sigmoid(a * logit(p) + b).
+
+    The splits are by time, so the training snapshots' churn rate is older than the
+    validation snapshots'; a model fitted on the former is miscalibrated on newer days when
+    the rate moves (a campaign, a season, a young lake). Re-mapping on the newest snapshots
+    before the holdout keeps the ranking (a monotone map) and brings the scores back to
+    probabilities, which the gate's calibration rule and every reader of the scores expect.
+    """
+
+    def __init__(self, estimator: Any, slope: float, intercept: float) -> None:
+        self.estimator = estimator
+        self.slope = slope
+        self.intercept = intercept
+        self.classes_ = np.array([0, 1])
+
+    @classmethod
+    def fitted(cls, estimator: Any, frame: pd.DataFrame, labels: np.ndarray) -> PlattCalibrated:
+        from sklearn.linear_model import LogisticRegression
+
+        logits = _logit(churn_probability(estimator, frame)).reshape(-1, 1)
+        mapping = LogisticRegression(C=1e6).fit(logits, labels)
+        return cls(estimator, float(mapping.coef_[0, 0]), float(mapping.intercept_[0]))
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        raw = _logit(churn_probability(self.estimator, frame))
+        churn = 1.0 / (1.0 + np.exp(-(self.slope * raw + self.intercept)))
+        return np.column_stack([1.0 - churn, churn])
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(clipped / (1 - clipped))
+
+
+def fit(
+    model_type: str,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    spec: FeatureSpec,
+    config: TrainingConfig,
+) -> FitResult:
+    """Fit one model type on the train split, early-stopped and calibrated on the validation
+    split."""
     if model_type not in FITTERS:
         raise ConfigError(f"model type {model_type!r}: expected one of {', '.join(MODEL_TYPES)}")
-    return FITTERS[model_type](train, validation, spec, config)
+    result = FITTERS[model_type](train, validation, spec, config)
+    calibrated = PlattCalibrated.fitted(result.estimator, *_xy(validation, spec))
+    result.estimator = calibrated
+    result.params |= {
+        "calibration": "platt on validation",
+        "calibration_slope": round(calibrated.slope, 6),
+        "calibration_intercept": round(calibrated.intercept, 6),
+    }
+    return result
 
 
 def _xy(frame: pd.DataFrame, spec: FeatureSpec) -> tuple[pd.DataFrame, np.ndarray]:
