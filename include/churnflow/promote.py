@@ -239,11 +239,8 @@ def promote(
         return Decision(UNCHANGED, str(challenger.version), f"@{CHAMPION}", ())
     day = as_of or _as_of_tag(challenger)
     holdout = load_training_data(lake, day).split(HOLDOUT)
-    evaluations = {
-        f"challenger v{challenger.version}": Evaluation.of(
-            HOLDOUT, holdout, _holdout_scores(challenger, holdout)
-        )
-    }
+    challenger_eval = Evaluation.of(HOLDOUT, holdout, _holdout_scores(challenger, holdout))
+    evaluations = {f"challenger v{challenger.version}": challenger_eval}
     champion_eval = None
     champion_name = CHAMPION
     if champion is not None:
@@ -252,7 +249,6 @@ def promote(
         evaluations[champion_name] = champion_eval
     baseline = Evaluation.of(HOLDOUT, holdout, recency_scores(holdout))
     evaluations[BASELINE] = baseline
-    challenger_eval = next(iter(evaluations.values()))
     rules = list(
         judge(challenger_eval, champion_eval, baseline, config, champion_name=champion_name)
     )

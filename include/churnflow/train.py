@@ -40,7 +40,7 @@ from churnflow.evaluation import (
     score_metrics,
     slice_metrics,
 )
-from churnflow.lake import Lake
+from churnflow.lake import CUSTOMER_FEATURES, Lake
 from churnflow.models import (
     MODEL_TYPES,
     ChurnModel,
@@ -115,9 +115,7 @@ class TrainingData:
 
     @property
     def snapshots(self) -> list[str]:
-        return [
-            str(day) for day in self.manifest["sources"]["features/customer_features"]["partitions"]
-        ]
+        return [str(day) for day in self.manifest["sources"][CUSTOMER_FEATURES]["partitions"]]
 
 
 def load_training_data(lake: Lake, as_of: date, *, min_rows: int = 1) -> TrainingData:
