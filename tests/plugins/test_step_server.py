@@ -257,6 +257,8 @@ def test_the_preload_leaves_torch_and_lightning_to_the_training_step() -> None:
         "print(','.join(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
     )
     python = str(Path(CHURNFLOW).with_name("python"))
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [python, "-c", code], check=False, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == ""
