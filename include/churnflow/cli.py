@@ -91,6 +91,12 @@ def _promote(args: argparse.Namespace) -> None:
     print(run_promote(args.as_of, rollback_champion=args.rollback))
 
 
+def _score(args: argparse.Namespace) -> None:
+    from churnflow.scoring import run_score
+
+    print(run_score(args.ds, rescore_with_champion=args.rescore_with_champion or None))
+
+
 def _step_server(args: argparse.Namespace) -> None:
     from churnflow.step_server import run_server
 
@@ -199,6 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="point @champion back at the version it replaced (operator action)",
     )
     gate.set_defaults(handler=_promote)
+    scoring = commands.add_parser(
+        "score",
+        help="batch predictions of a day's active customers with churn@champion, on Spark",
+        description=(
+            "Scores features/customer_features/ds=D and publishes predictions/churn/ds=D "
+            "(customer_id, score, risk_decile, model_name, model_version). A day scored before "
+            "is scored with the version its ledger entry (predictions/churn_ledger) records, so "
+            "reruns and backfills give the same bytes; a new day uses churn@champion. When "
+            "churn@challenger is another version it also scores the day into "
+            "predictions/churn_shadow/ds=D."
+        ),
+    )
+    scoring.add_argument("--ds", type=_day, required=True, help="the day to score")
+    scoring.add_argument(
+        "--rescore-with-champion",
+        action="store_true",
+        help="use the current champion even if the day was scored with another version "
+        "(default: CHURNFLOW_RESCORE_WITH_CHAMPION, off)",
+    )
+    scoring.set_defaults(handler=_score)
     server = commands.add_parser(
         "step-server", help="run local steps as forks of a preloaded process (`make up`)"
     )

@@ -273,6 +273,16 @@ def flat_metrics(
     return flat
 
 
+def risk_deciles(scores: npt.ArrayLike) -> np.ndarray:
+    """Each row's decile by descending score, 1 for the highest: the first ceil(10%) of rows
+    by `_top_rows` (ties keep input order) are decile 1, as in the top-decile metrics. Batch
+    scoring publishes these with every prediction, so the two never disagree."""
+    p = np.asarray(scores, dtype=float).ravel()
+    decile = np.empty(p.size, dtype=np.int32)
+    decile[_top_rows(p)] = np.arange(p.size) * 10 // max(p.size, 1) + 1
+    return decile
+
+
 def decile_table(labels: npt.ArrayLike, scores: npt.ArrayLike) -> pd.DataFrame:
     """Examples cut into tenths by descending score: decile 1 holds the highest scores.
 
@@ -281,10 +291,7 @@ def decile_table(labels: npt.ArrayLike, scores: npt.ArrayLike) -> pd.DataFrame:
     rows leave some deciles out.
     """
     y, p = _checked(labels, scores)
-    order = _top_rows(p)
-    decile = np.empty(y.size, dtype=int)
-    decile[order] = np.arange(y.size) * 10 // y.size + 1
-    grouped = pd.DataFrame({"decile": decile, "label": y, "score": p}).groupby("decile")
+    grouped = pd.DataFrame({"decile": risk_deciles(p), "label": y, "score": p}).groupby("decile")
     table = pd.DataFrame(
         {
             "rows": grouped.size(),

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 EXPERIMENT = "churn"
+# One run per execution of batch scoring: which version scored which day, when, and why.
+SCORING_EXPERIMENT = "churn_scoring"
 MODEL_NAME = "churn"
 CHALLENGER, CHAMPION = "challenger", "champion"
 HEALTH_TIMEOUT_S = 5.0
@@ -36,6 +38,7 @@ TAG_DATASET_URI = "churnflow.training_set.uri"
 TAG_IMAGE = "churnflow.image"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own key: the UI shows it on the run
 TAG_PARENT_RUN = "churnflow.training_run"
+TAG_DS = "churnflow.ds"
 
 
 def _health(uri: str) -> None:

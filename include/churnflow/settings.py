@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         le=1.0,
         description="Largest expected calibration error on the holdout a champion may have.",
     )
+    rescore_with_champion: bool = Field(
+        default=False,
+        description=(
+            "Score a day that was scored before with the current champion instead of the "
+            "version its ledger entry records (a DAG param; `score --rescore-with-champion`)."
+        ),
+    )
 
 
 @lru_cache(maxsize=1)

@@ -49,3 +49,15 @@ def mlflow_server() -> Iterator[str]:
         down(config, log=lambda _line: None)
         if not os.environ.get("CHURNFLOW_KEEP_E2E"):
             shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def registry(mlflow_server: str) -> str:
+    """The session's MLflow server with no registered `churn` model: each module that moves
+    aliases starts from an empty registry (first champion vs the baseline); its URL."""
+    from churnflow.registry import MODEL_NAME, connect
+
+    client = connect(mlflow_server)
+    if client.search_registered_models(filter_string=f"name = '{MODEL_NAME}'"):
+        client.delete_registered_model(MODEL_NAME)
+    return mlflow_server

@@ -76,8 +76,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
 
 
 @pytest.fixture(scope="module")
-def trained(lake: Lake, mlflow_server: str) -> TrainingOutcome:
-    return train(lake, AS_OF, mlflow_server, reason="test", config=FIT)
+def trained(lake: Lake, registry: str) -> TrainingOutcome:
+    return train(lake, AS_OF, registry, reason="test", config=FIT)
 
 
 def _client(uri: str) -> Any:
