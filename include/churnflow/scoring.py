@@ -32,8 +32,10 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +82,11 @@ MODEL_VERSION_COLUMN = "model_version"
 PREDICTION_FILE = "part-00000.parquet"
 LEDGER_FILE = "entry.json"
 DECILES = 10
+# The Spark Connect session every scoring step joins: its Python workers keep the model
+# loaded from one day to the next (churnflow.spark.get_spark).
+SPARK_SESSION = "scoring"
+# Models a worker keeps loaded: the champion, a shadow, and the ones they just replaced.
+LOADED_MODELS = 4
 
 # How the day's model was chosen (ledger entries, MLflow run tags, the task log).
 RECORDED, FIRST, RESCORED = "recorded", "first", "rescore-with-champion"
@@ -281,6 +288,8 @@ def loaded_model(model: ServedModel) -> Any:
             found = mlflow.pyfunc.load_model(str(folder)).unwrap_python_model()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        while len(_LOADED) >= LOADED_MODELS:
+            _LOADED.pop(next(iter(_LOADED)))
         _LOADED[model.key] = found
     return found
 
@@ -442,6 +451,25 @@ def choose_versions(
 # --- the step -------------------------------------------------------------------------------
 
 
+# The champion's predictions, then the challenger's when it is scored beside it.
+SCORED_DATASETS = (PREDICTIONS, SHADOW_PREDICTIONS)
+
+
+class Phases:
+    """Seconds per phase of the step, for the task log: where a day's cost goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - started
+
+
 @dataclass(frozen=True)
 class ScoringSummary:
     ds: date
@@ -450,12 +478,14 @@ class ScoringSummary:
     shadow_version: int | None
     how: str
     uri: str
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         shadow = f", shadow v{self.shadow_version}" if self.shadow_version else ""
+        spent = ", ".join(f"{name} {value:.2f} s" for name, value in self.seconds.items())
         return (
             f"ds={self.ds}: {self.rows} customers scored with {MODEL_NAME} v{self.model_version}"
-            f" ({self.how}{shadow}) -> {self.uri}"
+            f" ({self.how}{shadow}) -> {self.uri}\ntime: {spent}"
         )
 
 
@@ -516,47 +546,49 @@ def score(
     runs, and nothing is published until every output passed its audit.
     """
     lake = Lake.of(lake)
-    features = day_features(lake, ds)
-    client = connect(tracking_uri)
-    recorded = read_ledger(lake, ds)
-    choice = choose_versions(client, tracking_uri, ds, recorded, rescore_with_champion)
-    log(choice.why)
-    models = [fetch_model(choice.model, features, tracking_uri)]
-    if choice.shadow is not None:
-        models.append(fetch_model(choice.shadow, features, tracking_uri))
-        log(f"shadow: @{CHALLENGER} is v{choice.shadow.version}, scored beside the champion")
-    if spark is None:
-        from churnflow.spark import get_spark
+    phases = Phases()
+    with phases("registry"):
+        features = day_features(lake, ds)
+        client = connect(tracking_uri)
+        recorded = read_ledger(lake, ds)
+        choice = choose_versions(client, tracking_uri, ds, recorded, rescore_with_champion)
+        log(choice.why)
+        models = [fetch_model(choice.model, features, tracking_uri)]
+        if choice.shadow is not None:
+            models.append(fetch_model(choice.shadow, features, tracking_uri))
+            log(f"shadow: @{CHALLENGER} is v{choice.shadow.version}, scored beside the champion")
+    with phases("spark"):
+        if spark is None:
+            from churnflow.spark import get_spark
 
-        spark = get_spark()
-    scored = score_features(spark, features.uri, models)
-    outputs = {
-        PREDICTIONS: predictions_table(scored[CUSTOMER], scored[f"{SCORE}_0"], models[0].version)
-    }
-    if len(models) > 1:
-        outputs[SHADOW_PREDICTIONS] = predictions_table(
-            scored[CUSTOMER], scored[f"{SCORE}_1"], models[1].version
+            spark = get_spark(shared=SPARK_SESSION)
+        scored = score_features(spark, features.uri, models)
+    with phases("publish"):
+        outputs = {
+            dataset: predictions_table(scored[CUSTOMER], scored[f"{SCORE}_{i}"], model.version)
+            for i, (dataset, model) in enumerate(zip(SCORED_DATASETS, models, strict=False))
+        }
+        for dataset, table in outputs.items():
+            publish_predictions(lake, dataset, ds, table, features.rows)
+        if SHADOW_PREDICTIONS not in outputs and lake.exists(SHADOW_PREDICTIONS, ds):
+            lake.remove(SHADOW_PREDICTIONS, ds)
+            log(f"removed {SHADOW_PREDICTIONS}/{partition_name(ds)}: no challenger differs now")
+    with phases("record"):
+        run_id = record_run(client, ds, choice, outputs)
+        entry = LedgerEntry(
+            ds=ds.isoformat(),
+            model_name=MODEL_NAME,
+            model_version=models[0].version,
+            shadow_version=models[1].version if len(models) > 1 else None,
+            rows=features.rows,
+            scored_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            how=choice.how,
+            scoring_run=run_id,
         )
-    for dataset, table in outputs.items():
-        publish_predictions(lake, dataset, ds, table, features.rows)
-    if SHADOW_PREDICTIONS not in outputs and lake.exists(SHADOW_PREDICTIONS, ds):
-        lake.remove(SHADOW_PREDICTIONS, ds)
-        log(f"removed {SHADOW_PREDICTIONS}/{partition_name(ds)}: no challenger differs now")
-    run_id = record_run(client, ds, choice, outputs)
-    entry = LedgerEntry(
-        ds=ds.isoformat(),
-        model_name=MODEL_NAME,
-        model_version=models[0].version,
-        shadow_version=models[1].version if len(models) > 1 else None,
-        rows=features.rows,
-        scored_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        how=choice.how,
-        scoring_run=run_id,
-    )
-    lake.write_bytes(ledger_path(ds), entry.to_json())
+        lake.write_bytes(ledger_path(ds), entry.to_json())
     return ScoringSummary(
         ds, features.rows, entry.model_version, entry.shadow_version, choice.how,
-        lake.partition_uri(PREDICTIONS, ds),
+        lake.partition_uri(PREDICTIONS, ds), phases.seconds,
     )  # fmt: skip
 
 

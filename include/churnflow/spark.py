@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,14 +60,30 @@ def _check_remote(remote: str) -> None:
         ) from err
 
 
-@lru_cache(maxsize=1)
-def get_spark() -> SparkSession:
+def shared_session(remote: str, name: str) -> str:
+    """`remote` with a fixed `session_id` for `name`: every process that asks for the same
+    name joins one server-side session, and with it the session's Python workers (Spark
+    Connect starts them per session, 2-3 s each time with their imports: TRAPS.md)."""
+    session_id = uuid.uuid5(uuid.NAMESPACE_URL, f"churnflow:spark-session:{name}")
+    base = remote if "/;" in remote else f"{remote.rstrip('/')}/"
+    return f"{base};session_id={session_id}"
+
+
+@lru_cache(maxsize=2)
+def get_spark(shared: str | None = None) -> SparkSession:
+    """The step's session. `shared` names a Spark Connect session that outlives the step, for
+    steps whose Python UDFs load something heavy (the scoring step's model): such a step must
+    change no session state (SQL settings, temporary views) and never stop the session. A
+    classic local session ignores it."""
     from pyspark.sql import SparkSession
 
     remote = os.environ.get("SPARK_REMOTE")
     if remote:
         _check_remote(remote)
-        return SparkSession.builder.remote(remote).getOrCreate()
+        address = shared_session(remote, shared) if shared else remote
+        return SparkSession.builder.remote(address).getOrCreate()
+    if shared:
+        return get_spark()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     home = spark_home_dir()
     home.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,8 @@ PRELOAD = (
     "churnflow.ingest",
     "churnflow.features",
     "churnflow.validate",
+    "churnflow.scoring",
+    "mlflow",
     "pandas",
     "pyarrow.dataset",
     "pyspark.sql.connect.session",

@@ -20,3 +20,12 @@ CHURN_MODEL = Asset(
     group="churnflow",
     extra={"registered_model": "churn", "aliases": "challenger,champion"},
 )
+
+# An event per scored day (extra: ds, partition), emitted once the day's predictions passed
+# the scoring step's audit and were published.
+CHURN_PREDICTIONS = Asset(
+    name="churn_predictions",
+    uri="churnflow://lake/predictions/churn",
+    group="churnflow",
+    extra={"partitioned_by": "ds", "format": "parquet"},
+)

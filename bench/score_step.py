@@ -1,0 +1,127 @@
+"""What one day's scoring step costs at demo scale, forked from the step server vs a fresh
+process, on the local stack's own services (Spark Connect, MLflow, the step server).
+
+A throw-away stack on free ports; a synthetic lake of `--customers` customers (the demo's
+3000 by default); a scikit-learn champion trained and promoted through the CLI. Then
+`churnflow score --ds D` runs `--repeat` times each way, alternating, and the medians are
+printed side by side. The first served run pays for Spark's Python workers loading the model;
+later runs find it loaded.
+
+    .venv/bin/python bench/score_step.py [--customers 3000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "include")]
+
+from churnflow.step_server import start_step  # noqa: E402
+from devstack.services import down, throwaway_config, up  # noqa: E402
+from tests.churnflow import synthetic  # noqa: E402
+
+START, AS_OF = date(2026, 1, 1), date(2026, 5, 1)
+SNAPSHOTS = [AS_OF - timedelta(days=30 + 7 * k) for k in range(5, -1, -1)]
+# The training window of this synthetic lake (six weekly snapshots, 30-day horizon).
+WINDOW = {
+    "CHURNFLOW_LABEL_HORIZON_DAYS": "30",
+    "CHURNFLOW_TRAINING_SNAPSHOTS": "6",
+    "CHURNFLOW_TRAINING_SNAPSHOT_EVERY_DAYS": "7",
+    "CHURNFLOW_TRAINING_MIN_ROWS": "100",
+    "CHURNFLOW_PROMOTION_MAX_ECE": "1",
+    "CHURNFLOW_PROMOTION_MARGIN": "0",
+}
+
+
+def churnflow(env: dict[str, str], *args: str) -> None:
+    subprocess.run([str(Path(sys.executable).with_name("churnflow")), *args], env=env, check=True)
+
+
+def fresh(env: dict[str, str], day: date) -> float:
+    """One step as its own process (what a pod does, without the pod)."""
+    started = time.perf_counter()
+    subprocess.run(
+        [str(Path(sys.executable).with_name("churnflow")), "score", "--ds", str(day)],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def served(env: dict[str, str], day: date) -> tuple[float, str]:
+    """One step forked from the step server, as the local runner asks for it; its seconds and
+    the step's own `time:` line (seconds per phase)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as output:
+        step = start_step(
+            env["CHURNFLOW_STEP_SERVER"], ["score", "--ds", str(day)], env, REPO,
+            (output.fileno(), output.fileno(), output.fileno()),
+        )  # fmt: skip
+        code = step.wait()
+        seconds = time.perf_counter() - started
+        output.seek(0)
+        text = output.read()
+    if code:
+        raise SystemExit(f"served step failed with exit {code}:\n{text}")
+    phases = [line for line in text.splitlines() if line.startswith("time:")]
+    return seconds, phases[-1] if phases else ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    console = Console()
+    home = Path(tempfile.mkdtemp(prefix="churnflow-bench-score-"))
+    config = throwaway_config(home / "state")
+    try:
+        env = {**up(config, ["mlflow", "spark", "steps"], log=console.print), **WINDOW}
+        days = [AS_OF - timedelta(days=k) for k in range(args.repeat * 2 + 1)]
+        customers = synthetic.population(
+            START, AS_OF, seed=7, size=args.customers, lifetime_days=120
+        )
+        synthetic.write_lake(
+            config.lake, customers, first=START, last=AS_OF, snapshots=sorted({*SNAPSHOTS, *days})
+        )
+        with console.status("training set, sklearn champion"):
+            churnflow(env, "training-set", "--as-of", str(AS_OF))
+            churnflow(env, "train", "--as-of", str(AS_OF), "--model-type", "sklearn")
+            churnflow(env, "promote")
+        times: dict[str, list[float]] = {"fresh process": [], "step server": []}
+        first_served, first_phases = served(env, days[0])
+        for index in range(args.repeat):
+            seconds, phases = served(env, days[1 + 2 * index])
+            console.print(f"step server {seconds:.2f} s, {phases}")
+            times["step server"].append(seconds)
+            times["fresh process"].append(fresh(env, days[2 + 2 * index]))
+        table = Table(title=f"churnflow score --ds D, {args.customers} customers, median of "
+                      f"{args.repeat} new days each")  # fmt: skip
+        for column in ("runner", "median s", "min s", "max s"):
+            table.add_column(column)
+        for name, values in times.items():
+            table.add_row(name, *(f"{f(values):.2f}" for f in (statistics.median, min, max)))
+        console.print(table)
+        console.print(f"first served step (Spark's Python workers load the model): "
+                      f"{first_served:.2f} s, {first_phases}")  # fmt: skip
+        ratio = statistics.median(times["fresh process"]) / statistics.median(times["step server"])
+        console.print(f"fresh process / step server: {ratio:.1f}x")
+    finally:
+        down(config, log=lambda _line: None)
+        shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
