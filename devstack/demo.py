@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -28,6 +28,9 @@ DEMO_DAYS = 30
 # The model half: the scheduler's own weekly run of churn_training (as of the last Sunday,
 # inside the range) starts once the backfill has published that day's features.
 TRAINING_DAG = "churn_training"
+# Then batch scoring, backfilled from the first champion's as-of day to the range's end (it
+# starts paused: with no champion each run would fail).
+SCORING_DAG = "churn_scoring"
 
 
 @dataclass(frozen=True)
@@ -62,15 +65,22 @@ def generate_raw(plan: DemoPlan, env: Mapping[str, str]) -> None:
 
 
 def run_backfills(
-    client: AirflowClient, plan: DemoPlan, console: Console, timeout_s: float
+    client: AirflowClient,
+    dag_ids: Sequence[str],
+    first: date,
+    last: date,
+    *,
+    console: Console,
+    timeout_s: float,
 ) -> dict[str, list[dict]]:
-    start, end = plan.first_day.isoformat(), plan.last_day.isoformat()
-    for dag_id in DEMO_DAGS:
+    """Backfill each DAG over first..last and wait until every day's run has finished."""
+    start, end = first.isoformat(), last.isoformat()
+    for dag_id in dag_ids:
         client.wait_for_dag(dag_id)
         client.unpause(dag_id)
         client.create_backfill(dag_id, start, end)
         console.print(f"backfill of [bold]{dag_id}[/] created for {start}..{end}")
-    total = plan.days * len(DEMO_DAGS)
+    total = ((last - first).days + 1) * len(dag_ids)
     runs: dict[str, list[dict]] = {}
     deadline = time.monotonic() + timeout_s
     columns = (
@@ -80,9 +90,9 @@ def run_backfills(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("DAG runs finished", total=total)
+        bar = progress.add_task(f"{', '.join(dag_ids)}: runs finished", total=total)
         while True:
-            runs = {dag_id: client.dag_runs(dag_id, start, end) for dag_id in DEMO_DAGS}
+            runs = {dag_id: client.dag_runs(dag_id, start, end) for dag_id in dag_ids}
             done = sum(r["state"] in TERMINAL_STATES for rs in runs.values() for r in rs)
             progress.update(bar, completed=done)
             if done >= total or time.monotonic() > deadline:
@@ -113,6 +123,46 @@ def run_training(
                 return runs
             status.update(f"training the churn model ({TRAINING_DAG}: {len(pending)} run(s) on)")
             time.sleep(5)
+
+
+def first_scored_day(config: StackConfig, plan: DemoPlan) -> date | None:
+    """The day scoring starts: the first champion's as-of day (no model served the days
+    before it), within the demo's range; None without a champion."""
+    from churnflow.errors import ChurnflowError
+    from churnflow.registry import CHAMPION, TAG_AS_OF, connect, version_by_alias
+
+    try:
+        champion = version_by_alias(connect(config.mlflow_url), CHAMPION)
+    except ChurnflowError:
+        return None
+    if champion is None:
+        return None
+    as_of = date.fromisoformat(champion.tags.get(TAG_AS_OF, plan.last_day.isoformat()))
+    return min(max(as_of, plan.first_day), plan.last_day)
+
+
+def prediction_lines(config: StackConfig, first: date, last: date) -> list[str]:
+    """Predicted days, rows and the model version per run of consecutive days."""
+    from churnflow.lake import Lake
+    from churnflow.scoring import read_ledger
+
+    lake = Lake(str(config.lake))
+    spans: list[list] = []  # [first day, last day, version, days, rows]
+    day = first
+    while day <= last:
+        entry = read_ledger(lake, day)
+        version = entry.model_version if entry else None
+        rows = entry.rows if entry else 0
+        if spans and spans[-1][2] == version and spans[-1][1] == day - timedelta(days=1):
+            spans[-1][1], spans[-1][3], spans[-1][4] = day, spans[-1][3] + 1, spans[-1][4] + rows
+        else:
+            spans.append([day, day, version, 1, rows])
+        day += timedelta(days=1)
+    lines = []
+    for start, end, version, days, rows in spans:
+        model = f"churn v{version}" if version is not None else "[red]not scored[/]"
+        lines.append(f"  {start}..{end}: {model}, {days} day(s), {rows} predictions")
+    return lines
 
 
 def champion_lines(config: StackConfig) -> tuple[bool, list[str]]:
@@ -148,6 +198,7 @@ def print_summary(
     client: AirflowClient,
     *,
     training: list[dict],
+    scoring: tuple[date, date, list[dict]] | None,
 ) -> bool:
     table = Table(title=f"DAG runs {plan.first_day} .. {plan.last_day} ({plan.days} days)")
     for column in ("DAG", "runs", "success", "failed", "other"):
@@ -156,7 +207,12 @@ def print_summary(
     failures: list[str] = []
     # The daily DAGs must succeed on every day; churn_training at least once, never failing.
     expected = {dag_id: plan.days for dag_id in runs}
-    for dag_id, dag_runs in {**runs, TRAINING_DAG: training}.items():
+    everything = {**runs, TRAINING_DAG: training}
+    if scoring is not None:
+        first, last, scoring_runs = scoring
+        expected[SCORING_DAG] = (last - first).days + 1
+        everything[SCORING_DAG] = scoring_runs
+    for dag_id, dag_runs in everything.items():
         states = count_states(dag_runs)
         other = sum(n for s, n in states.items() if s not in TERMINAL_STATES)
         success = states.get("success", 0)
@@ -197,6 +253,11 @@ def print_summary(
     console.print("\n[bold]Model[/]")
     for line in lines:
         console.print(line)
+    all_ok &= scoring is not None
+    if scoring is not None:
+        console.print(f"\n[bold]Predictions[/] ({config.lake / 'predictions' / 'churn'}/ds=…)")
+        for line in prediction_lines(config, scoring[0], scoring[1]):
+            console.print(line)
     verdict = (
         "[green]every DAG run succeeded[/]" if all_ok else "[red]some DAG runs did not succeed[/]"
     )
@@ -218,10 +279,21 @@ def run_demo(
     generate_raw(plan, env)
     client = AirflowClient(config.airflow_url, "admin", admin_password(config))
     started = time.monotonic()
-    runs = run_backfills(client, plan, console, timeout_s)
-    left = max(60.0, timeout_s - (time.monotonic() - started))
-    training = run_training(client, plan, console, left)
-    return 0 if print_summary(console, config, plan, runs, client, training=training) else 1
+
+    def left() -> float:
+        return max(60.0, timeout_s - (time.monotonic() - started))
+
+    runs = run_backfills(
+        client, DEMO_DAGS, plan.first_day, plan.last_day, console=console, timeout_s=timeout_s
+    )
+    training = run_training(client, plan, console, left())
+    scoring = None
+    first_scored = first_scored_day(config, plan)
+    if first_scored is not None:
+        scored = run_backfills(client, (SCORING_DAG,), first_scored, plan.last_day, console, left())
+        scoring = (first_scored, plan.last_day, scored[SCORING_DAG])
+    ok = print_summary(console, config, plan, runs, client, training=training, scoring=scoring)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
