@@ -32,14 +32,15 @@ from churnflow.step_server import start_step  # noqa: E402
 from devstack.services import down, throwaway_config, up  # noqa: E402
 from tests.churnflow import synthetic  # noqa: E402
 
-START, AS_OF = date(2026, 1, 1), date(2026, 5, 1)
-SNAPSHOTS = [AS_OF - timedelta(days=30 + 7 * k) for k in range(5, -1, -1)]
-# The training window of this synthetic lake (six weekly snapshots, 30-day horizon).
+START, AS_OF, SNAPSHOTS = synthetic.START, synthetic.AS_OF, synthetic.SNAPSHOTS
+_W = synthetic.TRAINING_WINDOW
+# The synthetic lake's training window as the CLI reads it, and a gate that promotes.
 WINDOW = {
-    "CHURNFLOW_LABEL_HORIZON_DAYS": "30",
-    "CHURNFLOW_TRAINING_SNAPSHOTS": "6",
-    "CHURNFLOW_TRAINING_SNAPSHOT_EVERY_DAYS": "7",
-    "CHURNFLOW_TRAINING_MIN_ROWS": "100",
+    "CHURNFLOW_LABEL_HORIZON_DAYS": str(_W.horizon_days),
+    "CHURNFLOW_TRAINING_SNAPSHOTS": str(_W.snapshots),
+    "CHURNFLOW_TRAINING_SNAPSHOT_EVERY_DAYS": str(_W.every_days),
+    "CHURNFLOW_TRAINING_VALIDATION_SNAPSHOTS": str(_W.validation_snapshots),
+    "CHURNFLOW_TRAINING_MIN_ROWS": str(_W.min_rows),
     "CHURNFLOW_PROMOTION_MAX_ECE": "1",
     "CHURNFLOW_PROMOTION_MARGIN": "0",
 }

@@ -18,9 +18,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churnflow.lake import CUSTOMER_FEATURES, SILVER_ORDERS, Lake
+from churnflow.training_set import TrainingSetConfig
 from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA, WINDOWS
 
 COUNTRIES = ("DE", "FR", "NL")
+
+# The window the model-side tests and benchmarks train in: orders from START, six weekly
+# snapshots whose 30-day labels have matured by AS_OF (the holdout is the newest).
+START, AS_OF = date(2026, 1, 1), date(2026, 5, 1)
+SNAPSHOTS = [AS_OF - timedelta(days=30 + 7 * k) for k in range(5, -1, -1)]
+TRAINING_WINDOW = TrainingSetConfig(
+    horizon_days=30, snapshots=6, every_days=7, validation_snapshots=2, min_rows=100
+)
 CHANNELS = ("web", "app")
 
 

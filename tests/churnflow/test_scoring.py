@@ -49,19 +49,15 @@ from churnflow.scoring import (
     score,
 )
 from churnflow.train import train
-from churnflow.training_set import TrainingSetConfig, build_training_set
+from churnflow.training_set import build_training_set
 from tests.churnflow import synthetic
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("classic_spark")
 
-START = date(2026, 1, 1)
-AS_OF = date(2026, 5, 1)
-SNAPSHOTS = [AS_OF - timedelta(days=30 + 7 * k) for k in range(5, -1, -1)]
+START, AS_OF, SNAPSHOTS = synthetic.START, synthetic.AS_OF, synthetic.SNAPSHOTS
+SET_CONFIG = synthetic.TRAINING_WINDOW
 DAY_1, DAY_2, DAY_3 = AS_OF - timedelta(days=2), AS_OF - timedelta(days=1), AS_OF
-SET_CONFIG = TrainingSetConfig(
-    horizon_days=30, snapshots=6, every_days=7, validation_snapshots=2, min_rows=100
-)
 FIT = TrainingConfig(seed=11, max_epochs=8, patience=2)
 LENIENT = GateConfig(margin=-1.0, slice_tolerance=1.0, max_ece=1.0)
 

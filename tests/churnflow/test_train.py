@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ from churnflow.training_set import (
     TRAIN,
     TRAINING_CHURN,
     VALIDATION,
-    TrainingSetConfig,
     build_training_set,
     file_sha256,
 )
@@ -56,12 +55,8 @@ from tests.churnflow import synthetic
 
 pytestmark = pytest.mark.usefixtures("classic_spark")
 
-START = date(2026, 1, 1)
-AS_OF = date(2026, 5, 1)
-SET_CONFIG = TrainingSetConfig(
-    horizon_days=30, snapshots=6, every_days=7, validation_snapshots=2, min_rows=100
-)
-SNAPSHOTS = [AS_OF - timedelta(days=30 + 7 * k) for k in range(5, -1, -1)]
+START, AS_OF, SNAPSHOTS = synthetic.START, synthetic.AS_OF, synthetic.SNAPSHOTS
+SET_CONFIG = synthetic.TRAINING_WINDOW
 FIT = TrainingConfig(seed=11, max_epochs=12, patience=3)
 LENIENT = GateConfig(margin=-1.0, slice_tolerance=1.0, max_ece=1.0)
 
