@@ -20,7 +20,7 @@ else
 TORCH_SOURCE := --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
 endif
 
-.PHONY: help setup demo up down status test lint format step-docs bench bench-features bench-backfill bench-train lock images clean
+.PHONY: help setup demo up down status test lint format step-docs bench bench-features bench-backfill bench-train bench-score lock images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ bench-backfill: $(STAMP) ## 30-day backfill of churn_features through the schedu
 
 bench-train: $(STAMP) ## churn model fit time, Lightning and sklearn, 10k vs 1M examples, CPU (+ GPU if any) (minutes)
 	$(PY) bench/train.py
+
+bench-score: $(STAMP) ## batch scoring of 1M rows: Spark job vs in-process predict_proba, both model types (minutes)
+	$(PY) bench/score.py
 
 lock: $(STAMP) ## re-resolve requirements.in into the pinned requirements.txt
 	$(UV) pip compile requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt.new

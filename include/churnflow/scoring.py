@@ -245,26 +245,26 @@ def signature_columns(folder: Path, features: DayFeatures, version: int) -> tupl
     return tuple(spec.name for spec in signature.inputs.inputs)
 
 
+def pack_model(folder: Path, features: DayFeatures, version: int, run_id: str) -> ServedModel:
+    """A model folder, its signature checked against the day, packed for the workers."""
+    columns = signature_columns(folder, features, version)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    return ServedModel(version, run_id, columns, buffer.getvalue())
+
+
 def fetch_model(version: ModelVersion, features: DayFeatures, tracking_uri: str) -> ServedModel:
-    """Download a version's model folder, check its signature against the day, pack it."""
+    """Download a registered version's model folder and pack it (`pack_model`)."""
     import mlflow.artifacts
 
     # A handful of small files: a progress bar per download is noise in a task log.
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    number = int(version.version)
     with tempfile.TemporaryDirectory(prefix="churnflow-score-") as temporary:
-        folder = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=version_uri(version),
-                dst_path=temporary,
-                tracking_uri=tracking_uri,
-            )
+        folder = mlflow.artifacts.download_artifacts(
+            artifact_uri=version_uri(version), dst_path=temporary, tracking_uri=tracking_uri
         )
-        columns = signature_columns(folder, features, number)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(folder, arcname=".")
-    return ServedModel(number, version.run_id or "", columns, buffer.getvalue())
+        return pack_model(Path(folder), features, int(version.version), version.run_id or "")
 
 
 # --- on Spark's Python workers ------------------------------------------------------------------
