@@ -6,32 +6,37 @@ the DAG's callback for the run that task failed (reason `task_failure`): that on
 so a failure sends one alert. A run that fails for a reason of its own (`timed_out` past
 dagrun_timeout, say) alerts from the DAG callback.
 
-The alert always goes to the log; when `CHURNFLOW_SLACK_CONN_ID` names an Airflow
-connection it is also posted to Slack. A broken alert channel must never hide the failure
-that triggered it, so errors while posting are logged, not raised.
+The alert always goes to the log; when Slack is configured (churnflow_airflow.slack) it is
+also posted there, in Block Kit. A broken alert channel must never hide the failure that
+triggered it, so Slack's errors are logged, not raised.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
+
+from churnflow_airflow.slack import Message, failure, post
 
 log = logging.getLogger("churnflow.alerts")
 
 
-def failure_message(context: Any) -> str:
+def failure_alert(context: Any) -> Message:
+    """The alert of a failed task or run: what failed, which day and run, and why."""
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
     task_id = getattr(ti, "task_id", None) or "(dag run)"
     run_id = context.get("run_id") or getattr(context.get("dag_run"), "run_id", "?")
-    reason = context.get("exception") or context.get("reason") or "see the task log"
+    reason = str(context.get("exception") or context.get("reason") or "see the task log")
     try_number = getattr(ti, "try_number", None)
     attempt = f", try {try_number}" if try_number else ""
-    return (
-        f":red_circle: churnflow failure: {dag_id}.{task_id} ds={context.get('ds', '?')} "
-        f"run={run_id}{attempt}: {reason}"
-    )
+    ds = str(context.get("ds", "?"))
+    log_url = getattr(ti, "log_url", "") or ""
+    return failure(dag_id, task_id, ds, f"{run_id}{attempt}", reason, log_url=log_url)
+
+
+def failure_message(context: Any) -> str:
+    return failure_alert(context).text
 
 
 # The reason Airflow gives a DAG's failure callback when one of its tasks failed.
@@ -43,17 +48,6 @@ def alert_failure(context: Any) -> None:
     if context.get("reason") == TASK_FAILURE_REASON:
         log.info("run %s failed by a task failure, alerted by that task", context.get("run_id"))
         return
-    message = failure_message(context)
-    log.error("%s", message)
-    conn_id = os.environ.get("CHURNFLOW_SLACK_CONN_ID")
-    if not conn_id:
-        return
-    try:
-        from airflow.providers.slack.hooks.slack import SlackHook
-
-        channel = os.environ.get("CHURNFLOW_SLACK_CHANNEL", "#churnflow-alerts")
-        SlackHook(slack_conn_id=conn_id).call(
-            "chat.postMessage", json={"channel": channel, "text": message}
-        )
-    except Exception:
-        log.exception("could not post the alert to Slack connection %r", conn_id)
+    message = failure_alert(context)
+    log.error("%s", message.text)
+    post(message)
