@@ -97,6 +97,12 @@ def _score(args: argparse.Namespace) -> None:
     print(run_score(args.ds, rescore_with_champion=args.rescore_with_champion or None))
 
 
+def _drift(args: argparse.Namespace) -> None:
+    from churnflow.drift import run_drift
+
+    print(run_drift(args.ds))
+
+
 def _step_server(args: argparse.Namespace) -> None:
     from churnflow.step_server import run_server
 
@@ -225,6 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: CHURNFLOW_RESCORE_WITH_CHAMPION, off)",
     )
     scoring.set_defaults(handler=_score)
+    watch = commands.add_parser(
+        "drift",
+        help="Evidently drift, data quality and realised performance of a scored day",
+        description=(
+            "Compares features/customer_features/ds=D with the training set of the version that "
+            "scored D, the day's scores with the days before, checks data quality, and, once the "
+            "labels of D minus the horizon matured, measures the champion's (and a shadow "
+            "challenger's) realised performance. Publishes monitoring/drift/ds=D (report.html, "
+            "metrics.json). Exits 0 whether or not it finds drift."
+        ),
+    )
+    watch.add_argument("--ds", type=_day, required=True, help="the scored day to judge")
+    watch.set_defaults(handler=_drift)
     server = commands.add_parser(
         "step-server", help="run local steps as forks of a preloaded process (`make up`)"
     )

@@ -39,6 +39,7 @@ CUSTOMER_FEATURES = "features/customer_features"
 PREDICTIONS = "predictions/churn"
 SHADOW_PREDICTIONS = "predictions/churn_shadow"
 SCORING_LEDGER = "predictions/churn_ledger"
+DRIFT = "monitoring/drift"
 REPORTS = "reports"
 
 PARTITION_KEY = "ds"

@@ -101,6 +101,16 @@ class Settings(BaseSettings):
             "version its ledger entry records (a DAG param; `score --rescore-with-champion`)."
         ),
     )
+    drift_reference_rows: int = Field(
+        default=200_000,
+        ge=100,
+        description="Most training examples drift compares a day with (a seeded sample).",
+    )
+    drift_prediction_days: int = Field(
+        default=7,
+        ge=1,
+        description="Days of earlier predictions a day's score distribution is compared with.",
+    )
 
 
 @lru_cache(maxsize=1)
