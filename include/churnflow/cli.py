@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 
 def _day(text: str) -> date:
@@ -103,52 +104,20 @@ def _drift(args: argparse.Namespace) -> None:
     print(run_drift(args.ds))
 
 
+def _retraining_decision(args: argparse.Namespace) -> None:
+    from churnflow.retraining import run_decision
+
+    print(run_decision(args.ds, training_active=args.training_active == "true"))
+
+
 def _step_server(args: argparse.Namespace) -> None:
     from churnflow.step_server import run_server
 
     run_server(args.socket)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from churnflow import __version__
-    from churnflow.generate import Defect
-
-    parser = argparse.ArgumentParser(prog="churnflow", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"churnflow {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    gen = commands.add_parser("generate", help="write synthetic raw partitions")
-    gen.add_argument("--start", type=_day, required=True)
-    gen.add_argument("--end", type=_day, required=True)
-    gen.add_argument("--customers", type=int, default=3000)
-    gen.add_argument("--seed", type=int, default=7)
-    gen.add_argument("--drift-from", type=_day, help="shift behaviour from this day on")
-    gen.add_argument("--defect", choices=[d.value for d in Defect])
-    gen.add_argument("--defect-ds", type=_day, help="the day the defect is written to")
-    gen.add_argument(
-        "--volume-from", type=_day, help="a level shift: order rates change from this day on"
-    )
-    gen.add_argument(
-        "--volume-factor",
-        type=float,
-        default=1.0,
-        help="order rate from --volume-from on, relative to before (0.4: a 60%% drop)",
-    )
-    gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.set_defaults(handler=_generate)
-
-    daily = (
-        ("check-landing", "check a day's raw orders arrived whole", _check_landing),
-        ("ingest", "raw orders -> silver orders, rejects quarantined", _ingest),
-        ("features", "dbt build of the feature models for a day", _features),
-        ("validate", "Great Expectations checkpoint for a day", _validate),
-    )
-    per_day = {}
-    for name, help_text, handler in daily:
-        per_day[name] = commands.add_parser(name, help=help_text)
-        per_day[name].add_argument("--ds", type=_day, required=True)
-        per_day[name].set_defaults(handler=handler)
+def _model_commands(commands: Any) -> None:
+    """The model half's commands: training set, training, gate, scoring, monitoring."""
     training = commands.add_parser(
         "training-set",
         help="point-in-time training set of the churn model as of a day",
@@ -244,6 +213,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--ds", type=_day, required=True, help="the scored day to judge")
     watch.set_defaults(handler=_drift)
+    decide = commands.add_parser(
+        "retraining-decision",
+        help="whether a judged day calls for retraining (once per drift episode); recorded",
+        description=(
+            "Reads monitoring/drift/ds=D/metrics.json and the decisions of the days before, and "
+            "records monitoring/decisions/ds=D/decision.json: trigger when the drift share or the "
+            "realised PR AUC drop crosses its threshold (CHURNFLOW_DRIFT_SHARE, "
+            "CHURNFLOW_MAX_PR_AUC_DROP), skip while a retraining runs or within "
+            "CHURNFLOW_RETRAINING_COOLDOWN_DAYS of the episode's trigger, none otherwise."
+        ),
+    )
+    decide.add_argument("--ds", type=_day, required=True, help="the judged day")
+    decide.add_argument(
+        "--training-active",
+        choices=["true", "false"],
+        default="false",
+        help="whether a churn_training run is queued or running (the DAG asks Airflow)",
+    )
+    decide.set_defaults(handler=_retraining_decision)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from churnflow import __version__
+    from churnflow.generate import Defect
+
+    parser = argparse.ArgumentParser(prog="churnflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"churnflow {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser("generate", help="write synthetic raw partitions")
+    gen.add_argument("--start", type=_day, required=True)
+    gen.add_argument("--end", type=_day, required=True)
+    gen.add_argument("--customers", type=int, default=3000)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--drift-from", type=_day, help="shift behaviour from this day on")
+    gen.add_argument("--defect", choices=[d.value for d in Defect])
+    gen.add_argument("--defect-ds", type=_day, help="the day the defect is written to")
+    gen.add_argument(
+        "--volume-from", type=_day, help="a level shift: order rates change from this day on"
+    )
+    gen.add_argument(
+        "--volume-factor",
+        type=float,
+        default=1.0,
+        help="order rate from --volume-from on, relative to before (0.4: a 60%% drop)",
+    )
+    gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(handler=_generate)
+
+    daily = (
+        ("check-landing", "check a day's raw orders arrived whole", _check_landing),
+        ("ingest", "raw orders -> silver orders, rejects quarantined", _ingest),
+        ("features", "dbt build of the feature models for a day", _features),
+        ("validate", "Great Expectations checkpoint for a day", _validate),
+    )
+    per_day = {}
+    for name, help_text, handler in daily:
+        per_day[name] = commands.add_parser(name, help=help_text)
+        per_day[name].add_argument("--ds", type=_day, required=True)
+        per_day[name].set_defaults(handler=handler)
+    _model_commands(commands)
     server = commands.add_parser(
         "step-server", help="run local steps as forks of a preloaded process (`make up`)"
     )

@@ -40,6 +40,7 @@ PREDICTIONS = "predictions/churn"
 SHADOW_PREDICTIONS = "predictions/churn_shadow"
 SCORING_LEDGER = "predictions/churn_ledger"
 DRIFT = "monitoring/drift"
+DECISIONS = "monitoring/decisions"
 REPORTS = "reports"
 
 PARTITION_KEY = "ds"

@@ -111,6 +111,28 @@ class Settings(BaseSettings):
         ge=1,
         description="Days of earlier predictions a day's score distribution is compared with.",
     )
+    drift_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Share of drifted feature columns at which a day calls for retraining.",
+    )
+    max_pr_auc_drop: float = Field(
+        default=0.1,
+        ge=0.0,
+        description=(
+            "Most the champion's realised PR AUC may fall below its holdout PR AUC before a "
+            "day calls for retraining."
+        ),
+    )
+    retraining_cooldown_days: int = Field(
+        default=7,
+        ge=0,
+        description=(
+            "Days after a drift-triggered retraining in which the same champion triggers none "
+            "(one retraining per drift episode)."
+        ),
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,186 @@
+"""Whether a day's monitoring figures call for retraining: once per drift episode.
+
+A day crosses when its share of drifted feature columns reaches `CHURNFLOW_DRIFT_SHARE` or the
+champion's realised PR AUC (labels matured) fell more than `CHURNFLOW_MAX_PR_AUC_DROP` below
+its holdout PR AUC at promotion. A crossing day triggers `churn_training` unless
+- a retraining is already queued or running (the DAG passes `--training-active`), or
+- a trigger fired within `CHURNFLOW_RETRAINING_COOLDOWN_DAYS` before it and the champion is
+  still the one that trigger saw: the same episode; the retraining it started has either been
+  refused by the gate or not changed what drifts. A new champion since that trigger that
+  crosses again is a new episode, and triggers.
+
+`churnflow retraining-decision --ds D` reads `monitoring/drift/ds=D/metrics.json` and the
+decisions of the days before it, and writes `monitoring/decisions/ds=D/decision.json`: the
+action (`trigger`, `skip`, `none`), every reason, and the measures. The DAG triggers
+`churn_training` only on `trigger`, and posts the decision to Slack. A rerun of a day decides
+from the days before it, so it gives the same answer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from churnflow.drift import METRICS_FILE, DriftInputError
+from churnflow.lake import DECISIONS, DRIFT, Lake, partition_name
+
+DECISION_FILE = "decision.json"
+TRIGGER, SKIP, NONE = "trigger", "skip", "none"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    drift_share: float = 0.5
+    max_pr_auc_drop: float = 0.1
+    cooldown_days: int = 7
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Thresholds:
+        return cls(
+            settings.drift_share, settings.max_pr_auc_drop, settings.retraining_cooldown_days
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    ds: str
+    action: str
+    reasons: list[str]
+    champion_version: int | None
+    measures: dict[str, Any] = field(default_factory=dict)
+    decided_at: str = ""
+
+    @property
+    def line(self) -> str:
+        return f"ds={self.ds}: {self.action}: " + "; ".join(self.reasons)
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
+
+
+def crossings(
+    metrics: dict[str, Any], holdout_pr_auc: float | None, thresholds: Thresholds
+) -> tuple[list[str], dict[str, Any]]:
+    """The thresholds the day crosses (as sentences) and the measures compared."""
+    features = metrics["features"]
+    measures: dict[str, Any] = {
+        "drift_share": features["share"],
+        "drifted_columns": features["drifted_columns"],
+    }
+    crossed = []
+    if features["share"] >= thresholds.drift_share:
+        crossed.append(
+            f"drift: {len(features['drifted_columns'])} of {len(features['columns'])} feature "
+            f"columns drifted (share {features['share']:.2f} >= {thresholds.drift_share}: "
+            f"{', '.join(features['drifted_columns'])})"
+        )
+    champion = (metrics.get("realised") or {}).get("champion") or {}
+    realised = champion.get("pr_auc")
+    if realised is not None and holdout_pr_auc is not None:
+        measures |= {"realised_pr_auc": realised, "holdout_pr_auc": holdout_pr_auc}
+        if holdout_pr_auc - realised > thresholds.max_pr_auc_drop:
+            crossed.append(
+                f"performance: realised PR AUC {realised:.4f} of v{champion['model_version']} "
+                f"on {metrics['realised']['ds']} is {holdout_pr_auc - realised:.4f} below its "
+                f"holdout {holdout_pr_auc:.4f} (more than {thresholds.max_pr_auc_drop})"
+            )
+    return crossed, measures
+
+
+def decide(
+    ds: date,
+    metrics: dict[str, Any],
+    history: list[Decision],
+    *,
+    champion_version: int | None,
+    holdout_pr_auc: float | None,
+    training_active: bool,
+    thresholds: Thresholds,
+) -> Decision:
+    """The day's action from its figures and the decisions of the days before it."""
+    crossed, measures = crossings(metrics, holdout_pr_auc, thresholds)
+
+    def decision(action: str, reasons: list[str]) -> Decision:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return Decision(ds.isoformat(), action, reasons, champion_version, measures, now)
+
+    if not crossed:
+        return decision(NONE, ["within thresholds"])
+    if training_active:
+        return decision(SKIP, [*crossed, "a churn_training run is already queued or running"])
+    triggers = [d for d in history if d.action == TRIGGER and date.fromisoformat(d.ds) < ds]
+    if triggers:
+        last = triggers[-1]
+        since = (ds - date.fromisoformat(last.ds)).days
+        if since < thresholds.cooldown_days and last.champion_version == champion_version:
+            until = date.fromisoformat(last.ds) + timedelta(days=thresholds.cooldown_days)
+            return decision(
+                SKIP,
+                [
+                    *crossed,
+                    f"same episode: retraining was triggered on {last.ds} and the champion is "
+                    f"still v{champion_version}; cooldown until {until}",
+                ],
+            )
+        if last.champion_version != champion_version:
+            crossed.append(
+                f"new episode: worse again under champion v{champion_version} (the trigger of "
+                f"{last.ds} saw v{last.champion_version})"
+            )
+    return decision(TRIGGER, crossed)
+
+
+def read_decisions(lake: Lake, before: date) -> list[Decision]:
+    """The recorded decisions of the days before `before`, oldest first."""
+    found = []
+    for day in lake.partitions(DECISIONS):
+        if day >= before:
+            continue
+        data = lake.read_bytes(f"{DECISIONS}/{partition_name(day)}/{DECISION_FILE}")
+        if data is not None:
+            found.append(Decision(**json.loads(data)))
+    return found
+
+
+def record(lake: Lake, decision: Decision) -> str:
+    day = date.fromisoformat(decision.ds)
+    with lake.publishing(DECISIONS, day) as folder:
+        (folder / DECISION_FILE).write_bytes(decision.to_json())
+    return lake.partition_uri(DECISIONS, day)
+
+
+def run_decision(ds: date, training_active: bool) -> str:
+    """The CLI's `retraining-decision`: decide day `ds`, record it, print its line."""
+    from churnflow.promote import TAG_PR_AUC
+    from churnflow.registry import CHAMPION, MODEL_NAME, connect, version_by_alias
+    from churnflow.settings import get_settings
+
+    settings = get_settings()
+    lake = Lake(settings.lake)
+    data = lake.read_bytes(f"{DRIFT}/{partition_name(ds)}/{METRICS_FILE}")
+    if data is None:
+        raise DriftInputError(
+            f"{DRIFT}/{partition_name(ds)}/{METRICS_FILE}: the day was not judged; run "
+            f"`churnflow drift --ds {ds}` first"
+        )
+    metrics = json.loads(data)
+    client = connect(settings.mlflow_tracking_uri)
+    champion = version_by_alias(client, CHAMPION)
+    # Realised performance is compared with the holdout PR AUC of the version that scored it.
+    scored_by = ((metrics.get("realised") or {}).get("champion") or {}).get("model_version")
+    holdout = None
+    if scored_by is not None:
+        holdout = client.get_model_version(MODEL_NAME, str(scored_by)).tags.get(TAG_PR_AUC)
+    decision = decide(
+        ds,
+        metrics,
+        read_decisions(lake, ds),
+        champion_version=int(champion.version) if champion else None,
+        holdout_pr_auc=float(holdout) if holdout else None,
+        training_active=training_active,
+        thresholds=Thresholds.from_settings(settings),
+    )
+    record(lake, decision)
+    return decision.line
