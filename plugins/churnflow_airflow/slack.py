@@ -161,3 +161,36 @@ def failure(
     if log_url:
         blocks.append(_link(log_url, "Task log"))
     return Message(text, blocks)
+
+
+def drift_summary(metrics: dict[str, Any], decision: dict[str, Any], report_url: str) -> Message:
+    """A judged day: drift share and columns, score mean, realised performance, decision."""
+    features = metrics.get("features", {})
+    drifted = features.get("drifted_columns", [])
+    ds, action = metrics.get("ds", "?"), decision.get("action", "?")
+    icon = {"trigger": ":rotating_light:", "skip": ":warning:"}.get(action, ":white_check_mark:")
+    text = (
+        f"{icon} churn drift ds={ds}: {len(drifted)} of {len(features.get('columns', {}))} "
+        f"feature columns drifted; retraining decision: {action}"
+    )
+    pairs = {
+        "drift share": f"{features.get('share', 0):.2f}",
+        "drifted columns": ", ".join(drifted) or "none",
+        "mean score": f"{metrics.get('predictions', {}).get('mean', float('nan')):.4f}",
+        "rows": str(metrics.get("rows", "?")),
+    }
+    realised = metrics.get("realised") or {}
+    for role in ("champion", "challenger"):
+        if realised.get(role, {}).get("pr_auc") is not None:
+            entry = realised[role]
+            pairs[f"realised PR AUC, {role} v{entry['model_version']}"] = (
+                f"{entry['pr_auc']:.4f} (scored {realised['ds']})"
+            )
+    blocks = [
+        _header(f"Churn monitoring {ds}: {action}"),
+        _fields(pairs),
+        _section("*Retraining decision*: " + "; ".join(decision.get("reasons", []))),
+    ]
+    if report_url:
+        blocks.append(_link(report_url, "Drift report"))
+    return Message(text, blocks)
