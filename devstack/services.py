@@ -605,6 +605,8 @@ def down(config: StackConfig, log: Callable[[str], None] = print, timeout_s: flo
         for member in session_members(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGKILL)
+        with contextlib.suppress(StackError):  # SIGKILL ends them; this waits until it has
+            _wait_until(lambda pid=pid: not session_members(pid), 5.0, f"{service}'s session")
         pid_file.unlink(missing_ok=True)
         log(f"stopped {service}")
     if stop_embedded_db(config):
@@ -635,8 +637,9 @@ def _process_table() -> list[_ProcessEntry] | None:
 
 
 def session_members(sid: int) -> list[int]:
-    """Pids whose session id is `sid` (Linux /proc; empty elsewhere)."""
-    return [entry.pid for entry in _process_table() or [] if entry.sid == sid]
+    """Live pids whose session id is `sid` (Linux /proc; empty elsewhere). A killed process
+    stays a zombie until its parent, or an init that reaps lazily, collects it: it has ended."""
+    return [e.pid for e in _process_table() or [] if e.sid == sid and e.state != "Z"]
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
