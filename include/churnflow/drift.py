@@ -352,8 +352,9 @@ def run_drift(ds: date) -> str:
     """The CLI's `drift`: one day with this process's settings; the summary line."""
     from churnflow.settings import get_settings
 
+    from churnflow.trend import write_trend
+
     settings = get_settings()
-    summary = drift(
-        Lake(settings.lake), ds, settings.mlflow_tracking_uri, DriftConfig.from_settings(settings)
-    )
-    return summary.line()
+    lake = Lake(settings.lake)
+    summary = drift(lake, ds, settings.mlflow_tracking_uri, DriftConfig.from_settings(settings))
+    return f"{summary.line()}\ntrend: {write_trend(lake, settings.drift_share)}"

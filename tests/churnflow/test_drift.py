@@ -140,3 +140,18 @@ def test_a_day_without_predictions_cannot_be_judged(lake: Lake) -> None:
         drift(lake, day, "http://127.0.0.1:9", CONFIG)
     assert e.value.exit_code == 65
     assert not lake.exists(DRIFT, day)
+
+
+def test_the_trend_page_plots_the_judged_days_and_the_decisions(lake: Lake) -> None:
+    from churnflow.retraining import TRIGGER, Decision, record
+    from churnflow.trend import TREND_PAGE, write_trend
+
+    days = [m["ds"] for m in read_series(lake)]
+    assert days, "the tests above judged days"
+    record(lake, Decision(days[-1], TRIGGER, ["drift: test"], 1))
+    write_trend(lake, drift_share=0.5)
+    page = (lake.root / TREND_PAGE).read_text()
+    assert "data:image/png;base64," in page
+    for day in days:
+        assert f"<td>{day}</td>" in page
+    assert f"ds={days[-1]}: trigger: drift: test" in page
