@@ -351,7 +351,6 @@ def read_series(lake: Lake) -> list[dict[str, Any]]:
 def run_drift(ds: date) -> str:
     """The CLI's `drift`: one day with this process's settings; the summary line."""
     from churnflow.settings import get_settings
-
     from churnflow.trend import write_trend
 
     settings = get_settings()
