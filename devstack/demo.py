@@ -290,7 +290,9 @@ def run_demo(
     scoring = None
     first_scored = first_scored_day(config, plan)
     if first_scored is not None:
-        scored = run_backfills(client, (SCORING_DAG,), first_scored, plan.last_day, console, left())
+        scored = run_backfills(
+            client, (SCORING_DAG,), first_scored, plan.last_day, console=console, timeout_s=left()
+        )
         scoring = (first_scored, plan.last_day, scored[SCORING_DAG])
     ok = print_summary(console, config, plan, runs, client, training=training, scoring=scoring)
     return 0 if ok else 1
