@@ -36,7 +36,9 @@ same day.
    a recency baseline (days since the last order) instead. The decision and its reasons
    are tags on the model version. A refused promotion is a decision, not a failure: the task
    succeeds either way.
-5. `publish_model_decision` — an event of the **churn_model** asset with `extra.as_of`.
+5. `report_promotion` — the gate's decision (recorded under `monitoring/promotions/`) to the
+   task log and Slack.
+6. `publish_model_decision` — an event of the **churn_model** asset with `extra.as_of`.
 
 **Params**: `as_of` (a day, empty = default above), `model_type` (`auto` picks by validation
 PR AUC; `sklearn` or `lightning` trains only that one), `reason` (a tag of the MLflow run;
@@ -53,6 +55,7 @@ from airflow.sdk import DAG, Param, chain
 from churnflow_airflow.asset_events import AssetEventTask
 from churnflow_airflow.assets import CHURN_MODEL
 from churnflow_airflow.landing_sensor import LandingPartitionSensor
+from churnflow_airflow.monitoring import ReportPromotion
 from churnflow_airflow.policy import START_DATE, alert_failure, default_args, weekly
 from churnflow_airflow.steps import step
 
@@ -135,5 +138,6 @@ with DAG(
         build_training_set,
         train_models,
         promote_challenger,
+        ReportPromotion(task_id="report_promotion", as_of=AS_OF),
         AssetEventTask(task_id="publish_model_decision", asset=CHURN_MODEL, extra={"as_of": AS_OF}),
     )

@@ -41,6 +41,7 @@ SHADOW_PREDICTIONS = "predictions/churn_shadow"
 SCORING_LEDGER = "predictions/churn_ledger"
 DRIFT = "monitoring/drift"
 DECISIONS = "monitoring/decisions"
+PROMOTIONS = "monitoring/promotions"
 REPORTS = "reports"
 
 PARTITION_KEY = "ds"

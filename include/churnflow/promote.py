@@ -24,6 +24,7 @@ promotion is a decision, not a failure: the command exits 0 either way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
@@ -33,7 +34,7 @@ import pandas as pd
 
 from churnflow.errors import DataError
 from churnflow.evaluation import evaluation_figures, recency_scores
-from churnflow.lake import Lake
+from churnflow.lake import PROMOTIONS, Lake, partition_name
 from churnflow.registry import (
     CHALLENGER,
     CHAMPION,
@@ -46,7 +47,7 @@ from churnflow.registry import (
     version_by_alias,
 )
 from churnflow.train import Evaluation, load_training_data
-from churnflow.training_set import HOLDOUT, LABEL
+from churnflow.training_set import AS_OF_KEY, HOLDOUT, LABEL
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -62,6 +63,7 @@ TAG_COMPARED_WITH = "churnflow.promotion.compared_with"
 TAG_DECIDED_AT = "churnflow.promotion.decided_at"
 TAG_HOLDOUT = "churnflow.promotion.holdout"
 TAG_PR_AUC = "churnflow.promotion.holdout_pr_auc"
+OUTCOME_FILE = "decision.json"
 TAG_PREVIOUS_CHAMPION = "churnflow.previous_champion"
 TAG_ROLLED_BACK = "churnflow.rolled_back_at"
 PROMOTED, REJECTED, UNCHANGED = "promoted", "rejected", "unchanged"
@@ -109,6 +111,7 @@ class Decision:
     compared_with: str
     rules: tuple[Rule, ...]
     metrics: dict[str, float] = field(default_factory=dict)
+    as_of: str = ""  # the training set whose holdout was compared on
 
     @property
     def promoted(self) -> bool:
@@ -258,7 +261,9 @@ def promote(
     outcome = PROMOTED if all(rule.passed for rule in rules) else REJECTED
     compared = champion_name if champion is not None else BASELINE
     scores = {name: evaluation.overall[METRIC] for name, evaluation in evaluations.items()}
-    decision = Decision(outcome, str(challenger.version), compared, tuple(rules), scores)
+    decision = Decision(
+        outcome, str(challenger.version), compared, tuple(rules), scores, as_of=str(day)
+    )
     _record(client, decision, str(day), evaluations, holdout)
     if decision.promoted:
         previous = "" if champion is None else str(champion.version)
@@ -310,10 +315,27 @@ def run_promote(as_of: date | None = None, *, rollback_champion: bool = False) -
     settings = get_settings()
     if rollback_champion:
         return rollback(settings.mlflow_tracking_uri)
+    lake = Lake(settings.lake)
     decision = promote(
-        Lake(settings.lake),
-        settings.mlflow_tracking_uri,
-        GateConfig.from_settings(settings),
-        as_of=as_of,
+        lake, settings.mlflow_tracking_uri, GateConfig.from_settings(settings), as_of=as_of
     )
+    if decision.as_of:
+        record_outcome(lake, decision)
     return "\n".join(decision.lines())
+
+
+def record_outcome(lake: Lake, decision: Decision) -> str:
+    """`monitoring/promotions/as_of=D/decision.json`: what the training DAG reports (Slack)."""
+    record = {
+        "as_of": decision.as_of,
+        "outcome": decision.outcome,
+        "challenger": decision.challenger,
+        "compared_with": decision.compared_with,
+        "lines": decision.lines(),
+        "metrics": decision.metrics,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    relative = f"{PROMOTIONS}/{partition_name(date.fromisoformat(decision.as_of), AS_OF_KEY)}"
+    return lake.write_bytes(
+        f"{relative}/{OUTCOME_FILE}", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    )

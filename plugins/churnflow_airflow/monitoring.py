@@ -15,13 +15,14 @@ import json
 from typing import Any
 
 from airflow.providers.standard.operators.branch import BaseBranchOperator
-from airflow.sdk import ObjectStoragePath
+from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from churnflow_airflow.config import load_settings
 from churnflow_airflow.landing_sensor import lake_uri
-from churnflow_airflow.slack import drift_summary, send
+from churnflow_airflow.slack import drift_summary, promotion_outcome, send
 
 DRIFT, DECISIONS = "monitoring/drift", "monitoring/decisions"
+PROMOTIONS = "monitoring/promotions"
 ACTIVE_STATES = ["queued", "running"]
 
 
@@ -72,3 +73,24 @@ class ReportDecision(BaseBranchOperator):
         send(drift_summary(metrics, decision, f"{report}/report.html"))
         self.log.info("retraining decision for ds=%s: %s", self.ds, decision["action"])
         return self.trigger_task if decision["action"] == "trigger" else None
+
+
+class ReportPromotion(BaseOperator):
+    """Posts the gate's recorded decision of the run's training (`churnflow promote` writes
+    `monitoring/promotions/as_of=D/decision.json`) to the task log and Slack."""
+
+    template_fields = ("as_of",)
+    ui_color = "#eef6fb"
+
+    def __init__(self, *, as_of: str, **kwargs: Any) -> None:
+        kwargs.setdefault("retries", 1)
+        super().__init__(**kwargs)
+        self.as_of = as_of
+
+    def execute(self, context: Any) -> None:
+        root = ObjectStoragePath(lake_uri(load_settings().lake))
+        path = root / PROMOTIONS / f"as_of={self.as_of}" / "decision.json"
+        if not path.exists():
+            self.log.info("no gate decision recorded for as_of=%s (nothing to decide)", self.as_of)
+            return
+        send(promotion_outcome(json.loads(path.read_text())))

@@ -194,3 +194,19 @@ def drift_summary(metrics: dict[str, Any], decision: dict[str, Any], report_url:
     if report_url:
         blocks.append(_link(report_url, "Drift report"))
     return Message(text, blocks)
+
+
+def promotion_outcome(record: dict[str, Any]) -> Message:
+    """The gate's decision on a challenger (churn_training's promote step)."""
+    outcome, version = record.get("outcome", "?"), record.get("challenger", "?")
+    icon = ":trophy:" if outcome == "promoted" else ":no_entry_sign:"
+    lines = record.get("lines", [])
+    text = f"{icon} churn model v{version}: {outcome} (as of {record.get('as_of', '?')})"
+    metrics = {name: f"{value:.4f}" for name, value in record.get("metrics", {}).items()}
+    blocks = [
+        _header(f"Churn model v{version}: {outcome}"),
+        _section("\n".join(lines) or outcome),
+    ]
+    if metrics:
+        blocks.append(_fields({f"holdout PR AUC, {k}": v for k, v in metrics.items()}))
+    return Message(text, blocks)

@@ -112,6 +112,7 @@ def test_steps_wait_for_silver_then_train_then_gate_then_announce() -> None:
     assert order == [
         "wait_for_features",
         *STEPS,
+        "report_promotion",
         "publish_model_decision",
     ]
     for upstream, downstream in itertools.pairwise(order):

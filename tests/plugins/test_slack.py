@@ -164,3 +164,29 @@ def test_a_task_failure_alert_reaches_slack_from_the_environment(
     assert request["json"]["channel"] == "#ops"
     assert "churn_features.build_features" in request["json"]["text"]
     assert "try 3" in request["json"]["text"]
+
+
+def test_drift_and_promotion_messages_carry_the_figures(fake: FakeSlack) -> None:
+    metrics = {
+        "ds": "2026-03-01",
+        "rows": 900,
+        "features": {"share": 0.6, "drifted_columns": ["amount_90d"], "columns": {"a": 1}},
+        "predictions": {"mean": 0.31},
+        "realised": {"ds": "2026-02-15", "champion": {"model_version": 3, "pr_auc": 0.52}},
+    }
+    decision = {"action": "trigger", "reasons": ["drift: 6 of 10 feature columns drifted"]}
+    assert send(slack.drift_summary(metrics, decision, "file:///lake/report.html"), fake.target())
+    outcome = {
+        "as_of": "2026-03-01",
+        "outcome": "rejected",
+        "challenger": "4",
+        "lines": ["kept @champion: version 4 not promoted", "  fail PR AUC vs champion v3"],
+        "metrics": {"challenger v4": 0.5, "champion v3": 0.55},
+    }
+    assert send(slack.promotion_outcome(outcome), fake.target())
+    drift_body, promotion_body = (request["json"] for request in fake.requests)
+    assert "retraining decision: trigger" in drift_body["text"]
+    text = json.dumps(drift_body["blocks"])
+    assert "amount_90d" in text and "0.5200" in text and "file:///lake/report.html" in text
+    assert "v4: rejected" in promotion_body["text"]
+    assert "fail PR AUC vs champion v3" in json.dumps(promotion_body["blocks"])
