@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -427,6 +428,14 @@ def requirements(model_type: str) -> list[str]:
     if model_type == LIGHTNING:
         names.append("torch")
     return [f"{name}=={importlib.metadata.version(name)}" for name in names]
+
+
+# MLflow warns when a PythonModel's predict has no type hints, at class definition, in every
+# process that imports this module (the demo's summary, each step): the logged signature is
+# the contract here (see predict), so that advice does not apply.
+warnings.filterwarnings(
+    "ignore", message=".*Add type hints to the `predict` method", category=UserWarning
+)
 
 
 class ChurnModel(PythonModel):
