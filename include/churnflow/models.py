@@ -430,23 +430,21 @@ def requirements(model_type: str) -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in names]
 
 
-# MLflow warns when a PythonModel's predict has no type hints, at class definition, in every
-# process that imports this module (the demo's summary, each step): the logged signature is
-# the contract here (see predict), so that advice does not apply.
-warnings.filterwarnings(
-    "ignore", message=".*Add type hints to the `predict` method", category=UserWarning
-)
+# MLflow advises type hints on predict when a PythonModel subclass is defined, under its own
+# `simplefilter("once")`, so no filter silences it: the definition records its warnings
+# instead. The logged signature is the contract (see predict); the advice was noise in every
+# step's log and the demo's summary.
+with warnings.catch_warnings(record=True):
 
+    class ChurnModel(PythonModel):
+        """The logged pyfunc: the day's raw feature columns in, the churn probability out."""
 
-class ChurnModel(PythonModel):
-    """The logged pyfunc: the day's raw feature columns in, the churn probability out."""
+        def __init__(self, estimator: Any, spec: FeatureSpec, model_type: str) -> None:
+            self.estimator = estimator
+            self.spec = spec
+            self.model_type = model_type
 
-    def __init__(self, estimator: Any, spec: FeatureSpec, model_type: str) -> None:
-        self.estimator = estimator
-        self.spec = spec
-        self.model_type = model_type
-
-    # No type hints on predict's arguments: MLflow 3 would derive and enforce a schema from
-    # them; the logged signature is the contract.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        return churn_probability(self.estimator, self.spec.inputs(model_input))
+        # No type hints on predict's arguments: MLflow 3 would derive and enforce a schema from
+        # them; the logged signature is the contract.
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            return churn_probability(self.estimator, self.spec.inputs(model_input))
