@@ -45,15 +45,14 @@ from churnflow.lake import (
     partition_name,
 )
 from churnflow.registry import MODEL_NAME, TAG_AS_OF, connect
-from churnflow.training_set import AS_OF_KEY, EXAMPLES, TRAINING_CHURN
+from churnflow.scoring import SCORE
+from churnflow.training_set import AS_OF_KEY, CUSTOMER, EXAMPLES, TRAINING_CHURN
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
-SCORE = "score"
-CUSTOMER = "customer_id"
 REALISED = ("pr_auc", "recall_top_decile", "ece", "roc_auc")
 SAMPLE_SEED = 0
 
@@ -159,6 +158,17 @@ def data_quality(
     return columns
 
 
+def _verdict(metric: dict[str, Any]) -> dict[str, Any]:
+    """One ValueDrift result: its method, value, threshold, and whether the column drifted.
+    Distances drift at or above the threshold, p-values below it (TRAPS.md)."""
+    config = metric["config"]
+    value, threshold = float(metric["value"]), float(config["threshold"])
+    method = str(config.get("method", ""))
+    testing = "p_value" in method or "test" in method
+    drifted = value < threshold if testing else value >= threshold
+    return {"method": method, "value": value, "threshold": threshold, "drifted": drifted}
+
+
 def _evidently_drift(
     reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str]
 ) -> tuple[Any, dict[str, Any]]:
@@ -184,15 +194,7 @@ def _evidently_drift(
     for metric in snapshot.dict()["metrics"]:
         config = metric.get("config", {})
         if config.get("type", "").endswith("ValueDrift"):
-            value, threshold = float(metric["value"]), float(config["threshold"])
-            method = str(config.get("method", ""))
-            # Distances drift at or above the threshold, p-values below it (TRAPS.md).
-            drifted = value < threshold if "p_value" in method or "test" in method else (
-                value >= threshold
-            )  # fmt: skip
-            per_column[config["column"]] = {
-                "method": method, "value": value, "threshold": threshold, "drifted": drifted
-            }  # fmt: skip
+            per_column[config["column"]] = _verdict(metric)
     drifted = sorted(name for name, entry in per_column.items() if entry["drifted"])
     share = len(drifted) / len(per_column) if per_column else 0.0
     return snapshot, {"share": share, "drifted_columns": drifted, "columns": per_column}
@@ -224,11 +226,7 @@ def prediction_drift(lake: Lake, ds: date, scores: pd.Series, days: int) -> dict
         Dataset.from_pandas(reference, data_definition=definition),
     )
     [metric] = snapshot.dict()["metrics"]
-    value, threshold = float(metric["value"]), float(metric["config"]["threshold"])
-    method = str(metric["config"].get("method", ""))
-    drifted = value < threshold if "p_value" in method or "test" in method else value >= threshold
-    figures["drift"] = {"method": method, "value": value, "threshold": threshold,
-                        "drifted": drifted}  # fmt: skip
+    figures["drift"] = _verdict(metric)
     return figures
 
 

@@ -67,6 +67,7 @@ from churnflow.registry import (
     version_by_alias,
     version_uri,
 )
+from churnflow.training_set import CUSTOMER
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +75,6 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from pyspark.sql import SparkSession
 
-CUSTOMER = "customer_id"
 SCORE = "score"
 DECILE = "risk_decile"
 MODEL_NAME_COLUMN = "model_name"
