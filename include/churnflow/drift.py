@@ -349,9 +349,11 @@ def read_series(lake: Lake) -> list[dict[str, Any]]:
 def run_drift(ds: date) -> str:
     """The CLI's `drift`: one day with this process's settings; the summary line."""
     from churnflow.settings import get_settings
-    from churnflow.trend import write_trend
+    from churnflow.trend import log_to_mlflow, write_trend
 
     settings = get_settings()
     lake = Lake(settings.lake)
     summary = drift(lake, ds, settings.mlflow_tracking_uri, DriftConfig.from_settings(settings))
-    return f"{summary.line()}\ntrend: {write_trend(lake, settings.drift_share)}"
+    uri, page = write_trend(lake, settings.drift_share)
+    run_id = log_to_mlflow(connect(settings.mlflow_tracking_uri), summary.metrics, page)
+    return f"{summary.line()}\ntrend: {uri} (and MLflow run {run_id})"

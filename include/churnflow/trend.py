@@ -13,15 +13,20 @@ from __future__ import annotations
 import base64
 import html
 import io
-from datetime import date
-from typing import Any
+from datetime import UTC, date, datetime, time
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 
 from churnflow.drift import read_series
 from churnflow.lake import REPORTS, Lake
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 TREND_PAGE = f"{REPORTS}/monitoring/index.html"
+MONITORING_EXPERIMENT = "churn_monitoring"
+TAG_MONITORED = "churnflow.monitored_version"
 
 
 def _figure(series: list[dict[str, Any]], decisions: list[Any], drift_share: float) -> Figure:
@@ -87,6 +92,53 @@ def trend_html(lake: Lake, drift_share: float) -> str:
     )
 
 
-def write_trend(lake: Lake, drift_share: float) -> str:
-    """Rebuild the trend page (replaced whole); its URI."""
-    return lake.write_bytes(TREND_PAGE, trend_html(lake, drift_share).encode())
+def write_trend(lake: Lake, drift_share: float) -> tuple[str, str]:
+    """Rebuild the trend page (replaced whole); its URI and its HTML."""
+    page = trend_html(lake, drift_share)
+    return lake.write_bytes(TREND_PAGE, page.encode()), page
+
+
+def log_to_mlflow(client: MlflowClient, metrics: dict[str, Any], page: str) -> str:
+    """The trend page and the day's headline figures on the monitoring run of the version
+    that scored the day (one run per version in the `churn_monitoring` experiment; the
+    figures as metric histories, one step per day), so MLflow shows them beside the model."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow.entities import Metric
+
+    from churnflow.registry import MODEL_NAME, TAG_DS
+
+    version = str(metrics["model_version"])
+    experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(MONITORING_EXPERIMENT)
+    )
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.{TAG_MONITORED} = '{version}'", max_results=1
+    )
+    run_id = (
+        found[0].info.run_id
+        if found
+        else client.create_run(
+            experiment_id,
+            run_name=f"monitoring {MODEL_NAME} v{version}",
+            tags={TAG_MONITORED: version},
+        ).info.run_id
+    )
+    day = date.fromisoformat(metrics["ds"])
+    step, stamp = day.toordinal(), int(datetime.combine(day, time(), UTC).timestamp() * 1000)
+    figures = {
+        "drift_share": metrics["features"]["share"],
+        "score_mean": metrics["predictions"]["mean"],
+        "rows": float(metrics["rows"]),
+    }
+    client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in figures.items()])
+    client.set_tag(run_id, TAG_DS, metrics["ds"])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "trend.html"
+        path.write_text(page)
+        client.log_artifact(run_id, str(path))
+    return run_id

@@ -155,3 +155,20 @@ def test_the_trend_page_plots_the_judged_days_and_the_decisions(lake: Lake) -> N
     for day in days:
         assert f"<td>{day}</td>" in page
     assert f"ds={days[-1]}: trigger: drift: test" in page
+
+
+def test_the_trend_goes_to_one_monitoring_run_per_version(lake: Lake, mlflow_server: str) -> None:
+    from churnflow.registry import connect
+    from churnflow.trend import TAG_MONITORED, log_to_mlflow, trend_html
+
+    client = connect(mlflow_server)
+    series = read_series(lake)[-2:]
+    page = trend_html(lake, drift_share=0.5)
+    runs = {log_to_mlflow(client, metrics, page) for metrics in series}
+    assert len(runs) == 1, "one monitoring run per version"
+    [run_id] = runs
+    assert client.get_run(run_id).data.tags[TAG_MONITORED] == "1"
+    history = client.get_metric_history(run_id, "drift_share")
+    assert sorted(m.step for m in history)[-2:] == [date.fromisoformat(m["ds"]).toordinal()
+                                                    for m in series]  # fmt: skip
+    assert "trend.html" in {item.path for item in client.list_artifacts(run_id)}
