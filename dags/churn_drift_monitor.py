@@ -11,7 +11,9 @@ one `churn_training` run per drift episode.
    data quality, and, once the labels of `ds` minus the horizon matured, the champion's (and a
    shadow challenger's) realised PR AUC. Publishes `monitoring/drift/ds=<ds>/` (`report.html`,
    `metrics.json`). Succeeds whether or not there is drift.
-3. `check_training_active` — whether a `churn_training` run is queued or running: it picks
+3. `wait_for_previous_decision` — the previous day's decision is taken and its trigger, if
+   any, sent (a backfill runs days side by side; decisions must still come in order).
+   `check_training_active` — whether a `churn_training` run is queued or running: it picks
    `decide_while_training` (which can only skip) or `decide_retraining`.
 4. `decide_retraining` — `churnflow retraining-decision`: `trigger` when the drift share
    reaches `CHURNFLOW_DRIFT_SHARE` or the realised PR AUC fell more than
@@ -23,8 +25,9 @@ one `churn_training` run per drift episode.
 6. `trigger_retraining` — a `churn_training` run with conf `{"as_of": "<ds>", "reason":
    "drift: ds=<ds>"}`.
 
-One run at a time, in order: a day's decision reads the decisions of the days before it, so a
-backfill over a range decides as the daily runs would have. Starts paused, like scoring:
+Days are judged side by side but decided in order (`wait_for_previous_decision`): a day's
+decision reads the decisions of the days before it, so a backfill over a range decides as the
+daily runs would have. Starts paused, like scoring:
 unpause it once `churn_scoring` runs.
 """
 
@@ -36,6 +39,7 @@ from airflow.sdk import DAG, chain
 from churnflow_airflow.landing_sensor import LandingPartitionSensor
 from churnflow_airflow.monitoring import ReportDecision, TrainingActive
 from churnflow_airflow.policy import START_DATE, alert_failure, daily, default_args
+from churnflow_airflow.previous_day import PreviousDaySensor
 from churnflow_airflow.steps import step
 
 with DAG(
@@ -80,6 +84,7 @@ with DAG(
             profile="cpu",
             argv=["churnflow", "drift", "--ds", "{{ ds }}"],
         ),
+        PreviousDaySensor(task_id="wait_for_previous_decision", step="trigger_retraining"),
         TrainingActive(
             task_id="check_training_active",
             dag_id_to_watch="churn_training",
