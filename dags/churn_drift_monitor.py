@@ -22,8 +22,8 @@ one `churn_training` run per drift episode.
    the same champion; recorded in `monitoring/decisions/ds=<ds>/decision.json`.
 5. `report_decision` — logs the figures and the decision and posts them to Slack; continues
    to `trigger_retraining` only on `trigger`.
-6. `trigger_retraining` — a `churn_training` run with conf `{"as_of": "<ds>", "reason":
-   "drift: ds=<ds>"}`.
+6. `trigger_retraining` — a `churn_training` run `drift__<ds>` with conf `{"as_of": "<ds>",
+   "reason": "drift: ds=<ds>"}`; skipped on a rerun of a day that already triggered it.
 
 Days are judged side by side but decided in order (`wait_for_previous_decision`): a day's
 decision reads the decisions of the days before it, so a backfill over a range decides as the
@@ -99,5 +99,7 @@ with DAG(
             trigger_run_id="drift__{{ ds }}",
             conf={"as_of": "{{ ds }}", "reason": "drift: ds={{ ds }}"},
             wait_for_completion=False,
+            # A rerun of a day that already triggered its retraining triggers nothing more.
+            skip_when_already_exists=True,
         ),
     )

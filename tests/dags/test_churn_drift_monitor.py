@@ -25,3 +25,4 @@ def test_days_are_decided_in_order_and_only_a_decision_triggers() -> None:
     assert trigger.upstream_task_ids == {"report_decision"}
     assert trigger.trigger_dag_id == "churn_training"
     assert trigger.conf == {"as_of": "{{ ds }}", "reason": "drift: ds={{ ds }}"}
+    assert trigger.skip_when_already_exists, "a rerun of a triggering day triggers nothing more"
