@@ -42,7 +42,7 @@ from churnflow.lake import (
     SHADOW_PREDICTIONS,
     SILVER_ORDERS,
     Lake,
-    partition_name,
+    partition_relative,
 )
 from churnflow.registry import MODEL_NAME, TAG_AS_OF, connect
 from churnflow.scoring import SCORE
@@ -84,10 +84,6 @@ def _read(lake: Lake, dataset: str, ds: date, columns: list[str] | None = None) 
     )
 
 
-def _where(dataset: str, ds: date, key: str = "ds") -> str:
-    return f"{dataset}/{partition_name(ds, key)}"
-
-
 def predictions_of(lake: Lake, ds: date, dataset: str = PREDICTIONS) -> pd.DataFrame | None:
     return _read(lake, dataset, ds) if lake.files(dataset, ds) else None
 
@@ -104,7 +100,7 @@ def reference_of(
             "reference, cannot be found"
         )
     as_of = date.fromisoformat(as_of_text)
-    where = f"{_where(TRAINING_CHURN, as_of, AS_OF_KEY)}/{EXAMPLES}"
+    where = f"{partition_relative(TRAINING_CHURN, as_of, AS_OF_KEY)}/{EXAMPLES}"
     folder = lake.partition_path(TRAINING_CHURN, as_of, AS_OF_KEY) / EXAMPLES
     if not folder.is_dir():
         raise DriftInputError(
@@ -291,8 +287,8 @@ def drift(
     predictions = predictions_of(lake, ds)
     if predictions is None:
         raise DriftInputError(
-            f"{_where(PREDICTIONS, ds)}: no predictions in {lake.root}, nothing to judge; "
-            f"score the day first (churn_scoring for {ds})"
+            f"{partition_relative(PREDICTIONS, ds)}: no predictions in {lake.root}, nothing to "
+            f"judge; score the day first (churn_scoring for {ds})"
         )
     version = int(predictions["model_version"].iloc[0])
     reference, reference_at = reference_of(
@@ -312,7 +308,7 @@ def judge(
 ) -> DriftSummary:
     """Compute the day's figures against `reference` and publish report and metrics."""
     if not lake.files(CUSTOMER_FEATURES, ds):
-        raise DriftInputError(f"{_where(CUSTOMER_FEATURES, ds)}: no features to judge")
+        raise DriftInputError(f"{partition_relative(CUSTOMER_FEATURES, ds)}: no features to judge")
     current = _read(lake, CUSTOMER_FEATURES, ds)
     numeric, categorical = feature_columns(reference, current)
     snapshot, features = _evidently_drift(reference, current, numeric, categorical)
@@ -340,7 +336,7 @@ def read_series(lake: Lake) -> list[dict[str, Any]]:
     """Every published day's metrics.json, oldest first: the monitoring time series."""
     series = []
     for day in lake.partitions(DRIFT):
-        data = lake.read_bytes(f"{_where(DRIFT, day)}/{METRICS_FILE}")
+        data = lake.read_bytes(f"{partition_relative(DRIFT, day)}/{METRICS_FILE}")
         if data is not None:
             series.append(json.loads(data))
     return series

@@ -66,6 +66,12 @@ def partition_name(ds: date, key: str = PARTITION_KEY) -> str:
     return f"{key}={ds.isoformat()}"
 
 
+def partition_relative(dataset: str, ds: date, key: str = PARTITION_KEY) -> str:
+    """`features/customer_features/ds=2026-03-01`: a partition's lake-relative name, for
+    messages and for the small files (manifests, ledgers, decisions) kept in partitions."""
+    return f"{dataset}/{partition_name(ds, key)}"
+
+
 def is_data_name(name: str) -> bool:
     """Hidden and marker names (`.staging-…`, `_SUCCESS`) are not data, as in Spark and Hive."""
     return not name.startswith((".", "_"))

@@ -34,7 +34,7 @@ import pandas as pd
 
 from churnflow.errors import DataError
 from churnflow.evaluation import evaluation_figures, recency_scores
-from churnflow.lake import PROMOTIONS, Lake, partition_name
+from churnflow.lake import PROMOTIONS, Lake, partition_relative
 from churnflow.registry import (
     CHALLENGER,
     CHAMPION,
@@ -335,7 +335,7 @@ def record_outcome(lake: Lake, decision: Decision) -> str:
         "metrics": decision.metrics,
         "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    relative = f"{PROMOTIONS}/{partition_name(date.fromisoformat(decision.as_of), AS_OF_KEY)}"
+    relative = partition_relative(PROMOTIONS, date.fromisoformat(decision.as_of), AS_OF_KEY)
     return lake.write_bytes(
         f"{relative}/{OUTCOME_FILE}", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
     )

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from churnflow.drift import METRICS_FILE, DriftInputError
-from churnflow.lake import DECISIONS, DRIFT, Lake, partition_name
+from churnflow.lake import DECISIONS, DRIFT, Lake, partition_relative
 
 DECISION_FILE = "decision.json"
 TRIGGER, SKIP, NONE = "trigger", "skip", "none"
@@ -138,7 +138,7 @@ def read_decisions(lake: Lake, before: date) -> list[Decision]:
     for day in lake.partitions(DECISIONS):
         if day >= before:
             continue
-        data = lake.read_bytes(f"{DECISIONS}/{partition_name(day)}/{DECISION_FILE}")
+        data = lake.read_bytes(f"{partition_relative(DECISIONS, day)}/{DECISION_FILE}")
         if data is not None:
             found.append(Decision(**json.loads(data)))
     return found
@@ -159,11 +159,11 @@ def run_decision(ds: date, training_active: bool) -> str:
 
     settings = get_settings()
     lake = Lake(settings.lake)
-    data = lake.read_bytes(f"{DRIFT}/{partition_name(ds)}/{METRICS_FILE}")
+    metrics_file = f"{partition_relative(DRIFT, ds)}/{METRICS_FILE}"
+    data = lake.read_bytes(metrics_file)
     if data is None:
         raise DriftInputError(
-            f"{DRIFT}/{partition_name(ds)}/{METRICS_FILE}: the day was not judged; run "
-            f"`churnflow drift --ds {ds}` first"
+            f"{metrics_file}: the day was not judged; run `churnflow drift --ds {ds}` first"
         )
     metrics = json.loads(data)
     client = connect(settings.mlflow_tracking_uri)

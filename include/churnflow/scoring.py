@@ -53,7 +53,7 @@ from churnflow.lake import (
     SCORING_LEDGER,
     SHADOW_PREDICTIONS,
     Lake,
-    partition_name,
+    partition_relative,
 )
 from churnflow.registry import (
     CHALLENGER,
@@ -137,7 +137,7 @@ class LedgerEntry:
 
 
 def ledger_path(ds: date) -> str:
-    return f"{SCORING_LEDGER}/{partition_name(ds)}/{LEDGER_FILE}"
+    return f"{partition_relative(SCORING_LEDGER, ds)}/{LEDGER_FILE}"
 
 
 def read_ledger(lake: Lake, ds: date) -> LedgerEntry | None:
@@ -166,12 +166,12 @@ class DayFeatures:
 
     @property
     def dataset(self) -> str:
-        return f"{CUSTOMER_FEATURES}/{partition_name(self.ds)}"
+        return partition_relative(CUSTOMER_FEATURES, self.ds)
 
 
 def day_features(lake: Lake, ds: date) -> DayFeatures:
     """The published features of `ds`, from Parquet footers only (no Spark job)."""
-    dataset = f"{CUSTOMER_FEATURES}/{partition_name(ds)}"
+    dataset = partition_relative(CUSTOMER_FEATURES, ds)
     files = lake.files(CUSTOMER_FEATURES, ds)
     if not files:
         raise ScoringInputError(
@@ -374,7 +374,7 @@ def audit_predictions(table: pa.Table, expected_rows: int, where: str) -> None:
 
 def publish_predictions(lake: Lake, dataset: str, ds: date, table: pa.Table, rows: int) -> str:
     """Write, audit (read back from the staged file), publish one day's predictions."""
-    where = f"{dataset}/{partition_name(ds)}"
+    where = partition_relative(dataset, ds)
 
     def audit(folder: Path) -> None:
         audit_predictions(pq.read_table(folder / PREDICTION_FILE), rows, where)
@@ -572,7 +572,7 @@ def score(
             publish_predictions(lake, dataset, ds, table, features.rows)
         if SHADOW_PREDICTIONS not in outputs and lake.exists(SHADOW_PREDICTIONS, ds):
             lake.remove(SHADOW_PREDICTIONS, ds)
-            log(f"removed {SHADOW_PREDICTIONS}/{partition_name(ds)}: no challenger differs now")
+            log(f"removed {partition_relative(SHADOW_PREDICTIONS, ds)}: no challenger differs now")
     with phases("record"):
         run_id = record_run(client, ds, choice, outputs)
         entry = LedgerEntry(

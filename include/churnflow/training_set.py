@@ -44,7 +44,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from churnflow.errors import ConfigError, DataError
-from churnflow.lake import CUSTOMER_FEATURES, SILVER_ORDERS, Lake, file_uri, partition_name
+from churnflow.lake import (
+    CUSTOMER_FEATURES,
+    SILVER_ORDERS,
+    Lake,
+    file_uri,
+    partition_name,
+    partition_relative,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -438,7 +445,7 @@ def manifest(
         "version": MANIFEST_VERSION,
         "dataset": TRAINING_CHURN,
         "as_of": str(plan.as_of),
-        "partition": f"{TRAINING_CHURN}/{partition_name(plan.as_of, AS_OF_KEY)}",
+        "partition": partition_relative(TRAINING_CHURN, plan.as_of, AS_OF_KEY),
         "uri": lake.partition_uri(TRAINING_CHURN, plan.as_of, AS_OF_KEY),
         "data": {
             "path": EXAMPLES,
@@ -528,7 +535,7 @@ def build_training_set(
 def read_manifest(lake: Lake | Path, as_of: date) -> dict[str, Any] | None:
     """The published manifest of `as_of`; None when that training set was never published."""
     lake = Lake.of(lake)
-    relative = f"{TRAINING_CHURN}/{partition_name(as_of, AS_OF_KEY)}/{MANIFEST}"
+    relative = f"{partition_relative(TRAINING_CHURN, as_of, AS_OF_KEY)}/{MANIFEST}"
     data = lake.read_bytes(relative)
     return None if data is None else json.loads(data)
 
