@@ -31,14 +31,18 @@ daily runs would have. Starts paused, like scoring:
 unpause it once `churn_scoring` runs.
 """
 
-from datetime import timedelta
-
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, chain
 
 from churnflow_airflow.landing_sensor import LandingPartitionSensor
 from churnflow_airflow.monitoring import ReportDecision, TrainingActive
-from churnflow_airflow.policy import START_DATE, alert_failure, daily, default_args
+from churnflow_airflow.policy import (
+    START_DATE,
+    UPSTREAM_TIMEOUT_S,
+    alert_failure,
+    daily,
+    default_args,
+)
 from churnflow_airflow.previous_day import PreviousDaySensor
 from churnflow_airflow.steps import step
 
@@ -76,7 +80,7 @@ with DAG(
             task_id="wait_for_predictions",
             dataset="predictions/churn",
             producer="churn_scoring.score_customers",
-            timeout=timedelta(hours=12).total_seconds(),
+            timeout=UPSTREAM_TIMEOUT_S,
         ),
         step(
             "judge_drift",

@@ -30,14 +30,18 @@ Failures: missing or empty features, or features whose columns do not match the 
 signature, fail without retry (exit 65); an unreachable MLflow server is retried.
 """
 
-from datetime import timedelta
-
 from airflow.sdk import DAG, Param, chain
 
 from churnflow_airflow.asset_events import PublishedPartition
 from churnflow_airflow.assets import CHURN_PREDICTIONS
 from churnflow_airflow.landing_sensor import LandingPartitionSensor
-from churnflow_airflow.policy import START_DATE, alert_failure, daily, default_args
+from churnflow_airflow.policy import (
+    START_DATE,
+    UPSTREAM_TIMEOUT_S,
+    alert_failure,
+    daily,
+    default_args,
+)
 from churnflow_airflow.steps import step
 
 with DAG(
@@ -65,7 +69,7 @@ with DAG(
             task_id="wait_for_features",
             dataset="features/customer_features",
             producer="churn_features.build_features",
-            timeout=timedelta(hours=12).total_seconds(),
+            timeout=UPSTREAM_TIMEOUT_S,
         ),
         step(
             "score_customers",

@@ -48,15 +48,19 @@ empty = how the run started: `schedule`, `manual`, `backfill`, ...).
 `champion` back at the version it replaced.
 """
 
-from datetime import timedelta
-
 from airflow.sdk import DAG, Param, chain
 
 from churnflow_airflow.asset_events import AssetEventTask
 from churnflow_airflow.assets import CHURN_MODEL
 from churnflow_airflow.landing_sensor import LandingPartitionSensor
 from churnflow_airflow.monitoring import ReportPromotion
-from churnflow_airflow.policy import START_DATE, alert_failure, default_args, weekly
+from churnflow_airflow.policy import (
+    START_DATE,
+    UPSTREAM_TIMEOUT_S,
+    alert_failure,
+    default_args,
+    weekly,
+)
 from churnflow_airflow.steps import step
 
 # The run's as-of day, rendered the same for every task. A manual run in Airflow 3 may have no
@@ -133,7 +137,7 @@ with DAG(
             dataset="features/customer_features",
             ds=AS_OF,
             producer="churn_features.build_features",
-            timeout=timedelta(hours=12).total_seconds(),
+            timeout=UPSTREAM_TIMEOUT_S,
         ),
         build_training_set,
         train_models,

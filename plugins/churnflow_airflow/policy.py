@@ -10,11 +10,14 @@ from airflow.sdk import CronDataIntervalTimetable
 
 from churnflow_airflow.alerts import alert_failure
 
-__all__ = ["START_DATE", "alert_failure", "daily", "default_args", "weekly"]
+__all__ = ["START_DATE", "UPSTREAM_TIMEOUT_S", "alert_failure", "daily", "default_args", "weekly"]
 
 OWNER = "ml-platform"
 # Earliest day any churnflow DAG processes; backfills may start here.
 START_DATE = pendulum.datetime(2025, 1, 1, tz="UTC")
+# How long a DAG waits for a partition another DAG publishes (features for scoring and
+# training, predictions for monitoring): the producing day's chain may run for hours.
+UPSTREAM_TIMEOUT_S = timedelta(hours=12).total_seconds()
 
 
 def default_args(**overrides: Any) -> dict[str, Any]:
