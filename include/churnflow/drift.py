@@ -115,19 +115,12 @@ def reference_of(
 
 
 def feature_columns(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Numeric and categorical model inputs present in both frames."""
-    from churnflow.models import NOT_FEATURES
+    """Numeric and categorical model inputs present in both frames, as training picks them
+    (`FeatureSpec.of`)."""
+    from churnflow.models import FeatureSpec
 
-    numeric, categorical = [], []
-    for name in current.columns:
-        if name in NOT_FEATURES or name not in reference.columns:
-            continue
-        dtype = current[name].dtype
-        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
-            numeric.append(name)
-        else:
-            categorical.append(name)
-    return numeric, categorical
+    spec = FeatureSpec.of(current[[name for name in current.columns if name in reference]])
+    return list(spec.numeric), list(spec.categorical)
 
 
 def data_quality(
