@@ -268,7 +268,7 @@ class DriftSummary:
         return (
             f"ds={self.ds}: {len(features['drifted_columns'])} of {len(features['columns'])} "
             f"feature columns drifted (share {features['share']:.2f}: {drifted}); mean score "
-            f"{self.metrics['predictions']['mean']:.4f}{perf} -> {self.uri}"
+            f"{self.metrics['predictions']['mean']:.4f}{perf}; Report: {self.uri}/{REPORT_FILE}"
         )
 
 

@@ -1,12 +1,14 @@
-"""The Data Docs of a step's day, one click from its task in the Airflow UI.
+"""The pages of a step's day (Data Docs, the drift report), one click from its task in the UI.
 
 A step that checks data prints `Data Docs: <path>`, the page of the day under
-`<lake>/reports/`. The step's operator (either runner) watches its output for that line and
-turns the path into an http URL: `CHURNFLOW_REPORTS_URL` when set (production: wherever the
-lake's reports are served), otherwise the churnflow plugin's page on the Airflow api-server
-(`/churnflow/reports/...`, see `churnflow_airflow.reports`). The URL is logged as a line of its
-own and becomes the task's **Data Docs** extra link (Airflow 3 stores the link when the task
-finishes, passed or failed).
+`<lake>/reports/`; the drift step prints `Report: <path>`, the day's Evidently report under
+`<lake>/monitoring/`. The step's operator (either runner) watches its output for those lines
+and turns each path into an http URL: under `CHURNFLOW_REPORTS_URL` when set (production:
+wherever the lake's `reports/` and `monitoring/` folders are served), otherwise the churnflow
+plugin's pages on the Airflow api-server (`/churnflow/reports/...`, `/churnflow/monitoring/...`,
+see `churnflow_airflow.reports`). The URL is logged as a line of its own and becomes the task's
+**Data Docs** or **Report** extra link (Airflow 3 stores the link when the task finishes,
+passed or failed).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperatorLink
 
 REPORTS_URL_PREFIX = "/churnflow"
-_DATA_DOCS = re.compile(r"Data Docs: (\S+)")
+# The lake's folders whose pages are served: churnflow.lake's REPORTS and the root of its
+# monitoring datasets (the plugin never imports the task package; a test keeps them equal).
+SERVED_FOLDERS = ("reports", "monitoring")
 
 
 def local_folder(lake: str) -> str | None:
@@ -29,45 +33,59 @@ def local_folder(lake: str) -> str | None:
 
 
 def reports_url(path: str, lake: str) -> str | None:
-    """The http URL of a Data Docs path under `<lake>/reports/`; None for any other path."""
+    """The http URL of a page under one of the lake's served folders; None for any other path."""
     folder = local_folder(lake)
     if folder is None:
-        root = f"{lake.rstrip('/')}/reports/"
+        root = f"{lake.rstrip('/')}/"
     else:  # the step prints a resolved path; the lake setting may be relative or a link
-        root = f"{os.path.realpath(folder)}/reports/"
+        root = f"{os.path.realpath(folder)}/"
         path = os.path.realpath(path.removeprefix("file://"))
-    if not path.startswith(root):
+    relative = path[len(root) :] if path.startswith(root) else ""
+    if relative.split("/", 1)[0] not in SERVED_FOLDERS:
         return None
-    relative = quote(path[len(root) :], safe="/=")
     base = os.environ.get("CHURNFLOW_REPORTS_URL")
     if not base:
         from airflow.configuration import conf
 
         api_base = conf.get("api", "base_url", fallback="") or ""
-        base = f"{api_base.rstrip('/')}{REPORTS_URL_PREFIX}/reports"
-    return f"{base.rstrip('/')}/{relative}"
+        base = f"{api_base.rstrip('/')}{REPORTS_URL_PREFIX}"
+    return f"{base.rstrip('/')}/{quote(relative, safe='/=')}"
 
 
-class DataDocsLink(BaseOperatorLink):
-    """Extra link **Data Docs**: the page the step named, if it named one."""
+class _PageLink(BaseOperatorLink):
+    """The page of this kind the step named, if it named one."""
+
+    name = ""
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return (getattr(operator, "page_urls", None) or {}).get(self.name, "")
+
+
+class DataDocsLink(_PageLink):
+    """Extra link **Data Docs**: the Great Expectations page of the step's day."""
 
     name = "Data Docs"
 
-    def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        return getattr(operator, "data_docs_url", None) or ""
+
+class ReportLink(_PageLink):
+    """Extra link **Report**: the step's own report of the day (the drift step's Evidently page)."""
+
+    name = "Report"
+
+
+_PAGES = {link.name: re.compile(rf"{link.name}: (\S+)") for link in (DataDocsLink, ReportLink)}
 
 
 class DataDocsWatcher:
-    """Mixed into the step operators: notices the Data Docs line in a step's output."""
+    """Mixed into the step operators: notices the page lines in a step's output."""
 
-    operator_extra_links = (DataDocsLink(),)
-    data_docs_url: str | None = None
+    operator_extra_links = (DataDocsLink(), ReportLink())
+    page_urls: dict[str, str] | None = None
 
     def note_output(self, line: str, lake: str) -> None:
-        found = _DATA_DOCS.search(line)
-        if found is None:
-            return
-        url = reports_url(found.group(1).rstrip(".,;"), lake)
-        if url is not None:
-            self.data_docs_url = url
-            self.log.info("Data Docs of this run: %s", url)  # type: ignore[attr-defined]
+        for name, pattern in _PAGES.items():
+            found = pattern.search(line)
+            url = reports_url(found.group(1).rstrip(".,;"), lake) if found else None
+            if url is not None:
+                self.page_urls = {**(self.page_urls or {}), name: url}
+                self.log.info("%s of this run: %s", name, url)  # type: ignore[attr-defined]

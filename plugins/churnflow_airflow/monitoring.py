@@ -18,6 +18,7 @@ from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from churnflow_airflow.config import load_settings
+from churnflow_airflow.data_docs import reports_url
 from churnflow_airflow.landing_sensor import lake_uri
 from churnflow_airflow.slack import drift_summary, promotion_outcome, send
 
@@ -69,8 +70,10 @@ class ReportDecision(BaseBranchOperator):
     def choose_branch(self, context: Any) -> str | None:
         metrics = self._read(DRIFT, "metrics.json")
         decision = self._read(DECISIONS, "decision.json")
-        report = ObjectStoragePath(lake_uri(load_settings().lake)) / DRIFT / f"ds={self.ds}"
-        send(drift_summary(metrics, decision, f"{report}/report.html"))
+        lake = load_settings().lake
+        report = f"{ObjectStoragePath(lake_uri(lake)) / DRIFT / f'ds={self.ds}'}/report.html"
+        # The page over http where it is served (the api-server's, CHURNFLOW_REPORTS_URL's).
+        send(drift_summary(metrics, decision, reports_url(report, lake) or report))
         self.log.info("retraining decision for ds=%s: %s", self.ds, decision["action"])
         return self.trigger_task if decision["action"] == "trigger" else None
 

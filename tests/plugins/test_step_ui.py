@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk import DAG, Param
 from fastapi.testclient import TestClient
 
-from churnflow_airflow.data_docs import DataDocsLink, reports_url
+from churnflow_airflow.data_docs import SERVED_FOLDERS, DataDocsLink, ReportLink, reports_url
 from churnflow_airflow.local_runner import LocalStepOperator
 from churnflow_airflow.reports import create_app
 from churnflow_airflow.step_docs import DOCS_FILE, command_docs, generate, render
@@ -66,6 +66,30 @@ def test_a_step_that_names_its_data_docs_gets_a_link_and_a_url_line(
     assert DataDocsLink.name in {link.name for link in operator.operator_extra_links}
 
 
+def test_the_drift_step_s_report_becomes_the_task_s_report_link(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example:8080")
+    lake = tmp_path / "lake"
+    page = lake / "monitoring" / "drift" / "ds=2026-03-01" / "report.html"
+    line = f"ds=2026-03-01: 2 of 17 feature columns drifted; Report: {page}"
+    operator = LocalStepOperator(
+        task_id="judge_drift",
+        argv=[sys.executable, "-c", f"print({line!r})"],
+        env={"CHURNFLOW_LAKE": str(lake)},
+    )
+    operator.execute({})
+    expected = "http://airflow.example:8080/churnflow/monitoring/drift/ds=2026-03-01/report.html"
+    assert ReportLink().get_link(operator, ti_key=None) == expected
+    assert DataDocsLink().get_link(operator, ti_key=None) == ""
+
+
+def test_the_served_folders_are_the_lake_s() -> None:
+    from churnflow.lake import DRIFT, REPORTS
+
+    assert set(SERVED_FOLDERS) == {REPORTS, DRIFT.split("/")[0]}
+
+
 def test_a_step_that_names_no_data_docs_has_no_link() -> None:
     operator = LocalStepOperator(task_id="check_landing", argv=[sys.executable, "-c", "print(1)"])
     operator.execute({})
@@ -78,19 +102,27 @@ def test_reports_of_an_object_store_lake_use_the_configured_site(
     monkeypatch.setenv("CHURNFLOW_REPORTS_URL", "https://reports.example.com/churn")
     path = "s3a://lake/prod/reports/gx/customer_features/index.html"
     assert reports_url(path, "s3a://lake/prod") == (
-        "https://reports.example.com/churn/gx/customer_features/index.html"
+        "https://reports.example.com/churn/reports/gx/customer_features/index.html"
     )
     assert reports_url("s3a://elsewhere/x.html", "s3a://lake/prod") is None
+    silver = "s3a://lake/prod/silver/orders/ds=2026-03-01/part-0.parquet"
+    assert reports_url(silver, "s3a://lake/prod") is None
 
 
 def test_the_reports_app_serves_only_files_under_the_reports_folder(tmp_path: Path) -> None:
     from airflow.api_fastapi.core_api.security import get_user
 
-    reports = tmp_path / "lake" / "reports"
+    lake = tmp_path / "lake"
+    reports = lake / "reports"
     (reports / "gx" / "silver_orders").mkdir(parents=True)
     (reports / "gx" / "silver_orders" / "index.html").write_text("<html>silver</html>")
-    (tmp_path / "lake" / "secret.txt").write_text("not a report")
-    app = create_app(reports)
+    drift = lake / "monitoring" / "drift" / "ds=2026-03-01"
+    drift.mkdir(parents=True)
+    (drift / "report.html").write_text("<html>drift</html>")
+    (lake / "secret.txt").write_text("not a report")
+    (lake / "silver").mkdir()
+    (lake / "silver" / "orders.parquet").write_text("not a page")
+    app = create_app(lake)
     app.dependency_overrides[get_user] = lambda: "someone logged in"
     client = TestClient(app)
     assert client.get("/reports/gx/silver_orders/").text == "<html>silver</html>"
@@ -98,6 +130,9 @@ def test_the_reports_app_serves_only_files_under_the_reports_folder(tmp_path: Pa
     assert client.get("/reports/../secret.txt").status_code == 404
     assert client.get("/reports/%2e%2e/secret.txt").status_code == 404
     assert client.post("/reports/gx/silver_orders/index.html").status_code == 405
+    assert client.get("/monitoring/drift/ds=2026-03-01/report.html").text == "<html>drift</html>"
+    assert client.get("/silver/orders.parquet").status_code == 404
+    assert client.get("/monitoring/../secret.txt").status_code == 404
 
 
 # --- run params reach the step's environment, under both runners ----------------------------
