@@ -32,8 +32,12 @@ def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def run_cli(*args: str, lake: Path) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script as the runners do, in a fresh process."""
-    env = {"PATH": str(Path(sys.executable).parent), "CHURNFLOW_LAKE": str(lake)}
+    """Run the installed console script as the runners do, in a fresh process (with the
+    system's PATH and JAVA_HOME, which a local Spark needs, and no other setting)."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {"PATH": path, "CHURNFLOW_LAKE": str(lake)}
+    if "JAVA_HOME" in os.environ:
+        env["JAVA_HOME"] = os.environ["JAVA_HOME"]
     return subprocess.run(
         [CHURNFLOW, *args], capture_output=True, text=True, env=env, check=False, timeout=300
     )

@@ -57,9 +57,24 @@ def _check_landing(args: argparse.Namespace) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> None:
+    """One day, or with `--through` every day of a range in order in this one process (a
+    load of history): each day exactly as its own step would run it and publish it; the
+    first day that fails stops the range with its error, the days before it stay published."""
+    from datetime import timedelta
+
+    from rich.console import Console
+    from rich.progress import track
+
+    from churnflow.errors import ConfigError
     from churnflow.ingest import run_ingest
 
-    print(run_ingest(args.ds))
+    last = args.through or args.ds
+    if last < args.ds:
+        raise ConfigError(f"ingest: --through {last} is before --ds {args.ds}")
+    days = [args.ds + timedelta(days=n) for n in range((last - args.ds).days + 1)]
+    progress = Console(stderr=True)
+    for day in track(days, "ingesting raw orders", console=progress, disable=len(days) == 1):
+        print(run_ingest(day), flush=True)
 
 
 def _features(args: argparse.Namespace) -> None:
@@ -280,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--socket", type=Path, required=True, help="Unix socket to listen on")
     server.set_defaults(handler=_step_server)
+    per_day["ingest"].add_argument(
+        "--through",
+        type=_day,
+        help="also every day after --ds up to this one, in order, in this one process (a load "
+        "of history); stops at the first day that fails",
+    )
     suites = ["silver_orders", "customer_features"]
     per_day["validate"].add_argument("--suite", required=True, choices=suites)
     return parser

@@ -292,3 +292,17 @@ def test_cli_missing_partition_exits_with_a_data_error_paragraph(tmp_path: Path)
     assert result.returncode == os.EX_DATAERR
     assert f"churnflow ingest: error: ingest ds={DAY}: {RAW_ORDERS} partition" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_range_ingests_in_order_and_stops_at_the_first_failing_day(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    _generate(lake, Defect.MISSING_PARTITION)
+    result = run_cli("ingest", "--ds", DAYS[0].isoformat(), "--through", DAYS[-1].isoformat(),
+                     lake=lake)  # fmt: skip
+    assert result.returncode == os.EX_DATAERR, result.stderr
+    assert f"ingest ds={DAY}: {RAW_ORDERS} partition" in result.stderr
+    published = Lake(lake).published(SILVER_ORDERS)
+    assert sorted(published) == DAYS[:2], "the days before the failing one stay published"
+    assert [
+        line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("ingest")
+    ] == [f"ingest ds={day}" for day in DAYS[:2]]
