@@ -3,11 +3,17 @@
 Each customer has a signup date, a lifetime after which it stops ordering (churn), a base
 purchase rate and a spend level. In the weeks before churn the purchase rate decays, so
 recency, frequency and trend features carry signal. Orders follow a weekly pattern and a
-mild yearly wave. `drift_from` changes behaviour from a date on, for drift monitoring, and a
-defect writes one partition broken in a named way, for the tests of the data gates.
+mild yearly wave. `drift_from` opens a new market on a date, for drift monitoring: a wave of
+new customers (half as many again, from one new country, signing up over a few days and
+ordering eagerly at first) joins, and every order from then on is worth more (a price rise),
+so within days the active customers look unlike the ones a model was trained on, in most
+feature columns at once. A defect writes one partition broken in a named way, for the tests
+of the data gates.
 
 Determinism: the population comes from (seed, customers, start) and each day's orders from
-(seed, day), so the same arguments give the same bytes.
+(seed, day), so the same arguments give the same bytes; the new market's cohort is drawn
+from (seed, customers, drift_from) and appended, so the days before `drift_from` are
+byte-identical to a run without it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,14 @@ SIGNUP_SPAN_DAYS = 540  # customers signed up up to this long before `start`
 MEAN_LIFETIME_DAYS = 420
 DECAY_WINDOW_DAYS = 60  # purchase rate fades over this many days before churn
 DEFECT_SHARE = 0.05  # share of rows a row-level defect breaks (well above the 1% gate)
+# The new market of `drift_from`: its cohort's size relative to the population, the days over
+# which it signs up, its country, how much more eagerly it orders than the base population,
+# and the price rise that applies to every order from `drift_from` on.
+DRIFT_COHORT_SHARE = 0.5
+DRIFT_SIGNUP_DAYS = 5
+DRIFT_COUNTRY = "PL"
+DRIFT_COHORT_RATE = 2.0
+DRIFT_PRICE_FACTOR = 1.35
 
 
 class Defect(enum.StrEnum):
@@ -114,7 +128,7 @@ def make_population(request: GenerateRequest) -> Population:
     channel = rng.choice(CHANNELS, size=n, p=CHANNEL_WEIGHTS)
     channel_rate = np.vectorize(CHANNEL_RATE.__getitem__)(channel)
     base_rate = np.clip(rng.lognormal(np.log(1 / 12), 0.7, size=n) * channel_rate, 1 / 120, 0.8)
-    return Population(
+    population = Population(
         customer_id=np.array([f"C{i:07d}" for i in range(n)]),
         signup=signup,
         churn=signup + lifetime,
@@ -122,6 +136,36 @@ def make_population(request: GenerateRequest) -> Population:
         spend=rng.lognormal(np.log(38.0), 0.6, size=n),
         country=rng.choice(COUNTRIES, size=n, p=COUNTRY_WEIGHTS),
         channel=channel,
+    )
+    if request.drift_from is None:
+        return population
+    return _with_new_market(population, request.seed, request.drift_from)
+
+
+def _with_new_market(population: Population, seed: int, opens: date) -> Population:
+    """The population with the new market's cohort appended (ids after the last one)."""
+    n = len(population.customer_id)
+    size = max(1, int(n * DRIFT_COHORT_SHARE))
+    rng = np.random.default_rng([seed, n, opens.toordinal(), 1])
+    signup = opens.toordinal() + rng.integers(0, DRIFT_SIGNUP_DAYS, size=size)
+    lifetime = np.ceil(rng.weibull(1.3, size=size) * MEAN_LIFETIME_DAYS).astype(np.int64) + 14
+    channel = rng.choice(CHANNELS, size=size, p=CHANNEL_WEIGHTS)
+    channel_rate = np.vectorize(CHANNEL_RATE.__getitem__)(channel)
+    rate = rng.lognormal(np.log(1 / 12), 0.7, size=size) * channel_rate * DRIFT_COHORT_RATE
+    cohort = Population(
+        customer_id=np.array([f"C{i:07d}" for i in range(n, n + size)]),
+        signup=signup,
+        churn=signup + lifetime,
+        base_rate=np.clip(rate, 1 / 120, 0.8),
+        spend=rng.lognormal(np.log(30.0), 0.6, size=size),
+        country=np.full(size, DRIFT_COUNTRY),
+        channel=channel,
+    )
+    return Population(
+        *(
+            np.concatenate([getattr(population, name), getattr(cohort, name)])
+            for name in Population.__dataclass_fields__
+        )
     )
 
 
@@ -139,8 +183,6 @@ def orders_for_day(request: GenerateRequest, population: Population, day: date) 
     drifted = request.drift_from is not None and day >= request.drift_from
     season = WEEKDAY_FACTOR[day.weekday()] * (1 + 0.15 * np.sin(2 * np.pi * ordinal / 365.25))
     rate = population.base_rate * _engagement(population, ordinal) * season
-    if drifted:
-        rate = rate * 0.8
     if request.volume_from is not None and day >= request.volume_from:
         rate = rate * request.volume_factor
     counts = rng.poisson(rate)
@@ -152,7 +194,7 @@ def orders_for_day(request: GenerateRequest, population: Population, day: date) 
         evening, rng.normal(20.5 * 3600, 2.5 * 3600, n), rng.normal(12 * 3600, 3 * 3600, n)
     )
     seconds = np.clip(seconds, 0, 86_399).astype(np.int64)
-    spend = population.spend[who] * (1.35 if drifted else 1.0)
+    spend = population.spend[who] * (DRIFT_PRICE_FACTOR if drifted else 1.0)
     amount = np.round(rng.gamma(2.0, spend / 2.0), 2)
     items = 1 + rng.poisson(amount / 30.0)
     order_ts = pd.Timestamp(day) + pd.to_timedelta(seconds, unit="s")

@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 
 from churnflow.errors import ConfigError
-from churnflow.generate import Defect, GenerateRequest, generate
+from churnflow.generate import (
+    DRIFT_COHORT_SHARE,
+    DRIFT_COUNTRY,
+    Defect,
+    GenerateRequest,
+    generate,
+)
 from churnflow.lake import RAW_CUSTOMERS, RAW_ORDERS, Lake
 from tests.conftest import run_cli
 
@@ -69,14 +75,24 @@ def test_every_day_has_orders_with_weekend_peaks(tmp_path: Path) -> None:
     assert weekend > weekday * 1.15
 
 
-def test_drift_raises_order_values_from_its_date(tmp_path: Path) -> None:
+def test_drift_opens_a_new_market_and_raises_prices_from_its_date(tmp_path: Path) -> None:
     _generate(tmp_path / "base")
     _generate(tmp_path / "drift", drift_from=DEFECT_DAY)
-    before = _orders(tmp_path / "drift", START)
-    assert before.equals(_orders(tmp_path / "base", START))
-    base_after = _orders(tmp_path / "base", END)["amount"].astype(float).mean()
-    drift_after = _orders(tmp_path / "drift", END)["amount"].astype(float).mean()
-    assert drift_after > base_after * 1.15
+    for day in (START, DEFECT_DAY - timedelta(days=1)):
+        assert _orders(tmp_path / "drift", day).equals(_orders(tmp_path / "base", day)), day
+    base_after = _orders(tmp_path / "base", END)
+    drift_after = _orders(tmp_path / "drift", END)
+    assert drift_after["amount"].astype(float).mean() > base_after["amount"].astype(float).mean()
+    # The cohort: new ids, one new country, signing up from the drift's first day on.
+    customers = pd.concat(
+        pd.read_csv(Lake(tmp_path / "drift").partition_path(RAW_CUSTOMERS, day) / "part-00000.csv")
+        for day in [DEFECT_DAY + timedelta(days=n) for n in range((END - DEFECT_DAY).days + 1)]
+    )
+    cohort = customers[customers["country"] == DRIFT_COUNTRY]
+    assert len(cohort) == 400 * DRIFT_COHORT_SHARE
+    assert (pd.to_datetime(cohort["signup_date"]).dt.date >= DEFECT_DAY).all()
+    new_buyers = drift_after["customer_id"].isin(cohort["customer_id"]).mean()
+    assert new_buyers > 0.25, "the new market orders eagerly from its first days"
 
 
 def _defect(tmp_path: Path, defect: Defect) -> Path:
