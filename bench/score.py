@@ -276,7 +276,7 @@ def measure_map_in_pandas(
     session_s, spark = start_spark(work, f"{model_type}-{MAP_IN_PANDAS}-{int(two_threads) + 1}")
     model = served_model(work, model_type)
     uri = str((work / FEATURES_FILE).parent)
-    first, warm, scored = first_and_warm(lambda: score_features(spark, uri, [model]), repeats)
+    first, warm, scored = first_and_warm(lambda: score_features(spark, [uri], [model]), repeats)
     post = [
         timed(lambda: predictions_table(scored[CUSTOMER], scored[f"{SCORE}_0"], 1))[0]
         for _ in range(repeats)
@@ -322,7 +322,7 @@ def settings_tried(
         before = {key: spark.conf.get(key) for key in conf}
         for key, value in conf.items():
             spark.conf.set(key, value)
-        warm = [timed(lambda: score_features(spark, uri, [model]))[0] for _ in range(repeats)]
+        warm = [timed(lambda: score_features(spark, [uri], [model]))[0] for _ in range(repeats)]
         note = ", ".join(f"{key}={value}" for key, value in conf.items())
         split = tasks(spark, uri)
         rows.append(row(model_type, MAP_IN_PANDAS, name, None, warm, tasks=split, note=note))

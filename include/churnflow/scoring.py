@@ -53,6 +53,7 @@ from churnflow.lake import (
     SCORING_LEDGER,
     SHADOW_PREDICTIONS,
     Lake,
+    file_uri,
     partition_relative,
 )
 from churnflow.registry import (
@@ -163,6 +164,10 @@ class DayFeatures:
     uri: str
     rows: int
     schema: pa.Schema
+    # The partition's data files, read by name: the shared Spark Connect session caches the
+    # analysed plan of a repeated read (Spark 4's plan cache), file listing included, so a
+    # rerun after the day's features were rebuilt would read the old, deleted files.
+    files: tuple[str, ...] = ()
 
     @property
     def dataset(self) -> str:
@@ -193,7 +198,8 @@ def day_features(lake: Lake, ds: date) -> DayFeatures:
             f"{dataset}: the features hold 0 rows: no active customer to score, which means "
             "the day was built from no orders; rebuild it (churn_features) before scoring"
         )
-    return DayFeatures(ds, lake.partition_uri(CUSTOMER_FEATURES, ds), rows, schema)
+    uris = tuple(file_uri(item.path) for item in files)
+    return DayFeatures(ds, lake.partition_uri(CUSTOMER_FEATURES, ds), rows, schema, uris)
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -316,11 +322,11 @@ def score_batches(
 
 
 def score_features(
-    spark: SparkSession, features_uri: str, models: Sequence[ServedModel]
+    spark: SparkSession, files: Sequence[str], models: Sequence[ServedModel]
 ) -> pa.Table:
-    """One Spark pass over the day's features with every model; customer_id, score_0, ..."""
+    """One Spark pass over the day's feature files with every model; customer_id, score_0, ..."""
     columns = sorted({name for model in models for name in model.columns} - {CUSTOMER})
-    frame = spark.read.parquet(features_uri).select(CUSTOMER, *columns)
+    frame = spark.read.parquet(*files).select(CUSTOMER, *columns)
     schema = ", ".join([f"{CUSTOMER} string", *(f"{SCORE}_{i} double" for i in range(len(models)))])
     return frame.mapInPandas(score_batches(models), schema).toArrow()
 
@@ -562,7 +568,7 @@ def score(
             from churnflow.spark import get_spark
 
             spark = get_spark(shared=SPARK_SESSION)
-        scored = score_features(spark, features.uri, models)
+        scored = score_features(spark, features.files, models)
     with phases("publish"):
         outputs = {
             dataset: predictions_table(scored[CUSTOMER], scored[f"{SCORE}_{i}"], model.version)
