@@ -44,6 +44,10 @@ same day.
 PR AUC; `sklearn` or `lightning` trains only that one), `reason` (a tag of the MLflow run;
 empty = how the run started: `schedule`, `manual`, `backfill`, ...).
 
+Starts paused: unpause it once `customer_features` hold a training window (the snapshots and
+the label horizon before the as-of day); with catchup off, the first scheduled run is the
+latest week's.
+
 **Rollback** (an operator action, not a task): `churnflow promote --rollback` points
 `champion` back at the version it replaced.
 """
@@ -77,6 +81,9 @@ with DAG(
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
+    # A training needs weeks of published features; unpaused on a new lake, the weekly run
+    # would wait half a day for them. Unpause it once the features hold a training window.
+    is_paused_upon_creation=True,
     default_args=default_args(),
     on_failure_callback=alert_failure,
     tags=["churn", "training", "mlflow", "gpu"],

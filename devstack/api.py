@@ -70,15 +70,21 @@ class AirflowClient:
         self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
     def create_backfill(
-        self, dag_id: str, from_date: str, to_date: str, max_active_runs: int = 4
+        self,
+        dag_id: str,
+        from_date: str,
+        to_date: str,
+        max_active_runs: int = 4,
+        reprocess_behavior: str = "failed",
     ) -> dict[str, Any]:
-        """Backfill [from_date, to_date]; failed runs of the range are run again."""
+        """Backfill [from_date, to_date]; by default failed runs of the range are run again
+        (`completed`: every run of the range)."""
         body = {
             "dag_id": dag_id,
             "from_date": f"{from_date}T00:00:00Z",
             "to_date": f"{to_date}T00:00:00Z",
             "max_active_runs": max_active_runs,
-            "reprocess_behavior": "failed",
+            "reprocess_behavior": reprocess_behavior,
             "run_backwards": False,
         }
         deadline = time.monotonic() + 120
@@ -92,6 +98,17 @@ class AirflowClient:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(3)
+
+    def wait_for_backfill(self, backfill_id: int, timeout_s: float = 900.0) -> dict[str, Any]:
+        """The backfill once it has completed (every run of it finished)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            backfill = self.request("GET", f"/backfills/{backfill_id}")
+            if backfill.get("completed_at"):
+                return backfill
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"backfill {backfill_id} not completed: {backfill}")
+            time.sleep(3)
 
     def dag_runs(self, dag_id: str, from_date: str, to_date: str) -> list[dict[str, Any]]:
         params = {
@@ -107,9 +124,11 @@ class AirflowClient:
         params = {"limit": 1000, "order_by": "run_after"}
         return self.request("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
 
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
-        """A manual run without a logical date (Airflow 3), with `conf` as its params."""
-        body = {"logical_date": None, "conf": conf}
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any], logical_date: str | None = None
+    ) -> dict[str, Any]:
+        """A manual run with `conf` as its params; without a logical date by default (Airflow 3)."""
+        body = {"logical_date": logical_date, "conf": conf}
         return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:

@@ -1,7 +1,20 @@
 """`make demo`: generate raw data, backfill the pipeline DAGs through the real scheduler, report.
 
-The range ends yesterday (UTC) so the scheduler's own latest daily run finds its data too;
-raw history starts earlier than the backfilled range so that look-back windows have data.
+The story, in days of the backfilled range (it ends yesterday, UTC, so the scheduler's own
+latest daily run finds its data too):
+
+1. Raw orders from 91 days before the range are loaded into silver first (`churnflow ingest
+   --through`): every feature window up to 90 days then holds full history, as it would in a
+   deployment that loaded its history before its first scheduled day. Without it the lake is
+   young, each day's 30- and 90-day windows hold more history than the training set's did,
+   and drift monitoring sees most feature columns drift every day.
+2. churn_landing_check and churn_features over the range.
+3. The first model, as of the first day the local training window fits in the range.
+4. From a few days later the business shifts (`generate --drift-from`: a new market opens,
+   prices rise). churn_scoring and churn_drift_monitor are backfilled from the first
+   model's day to the drift's expected detection, the retraining the monitor triggers runs,
+   then both DAGs carry on to the range's end, so the days after the retraining are scored by
+   whichever champion the gate left, as the daily runs would have.
 """
 
 from __future__ import annotations
@@ -18,19 +31,41 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from devstack.api import TERMINAL_STATES, AirflowClient, count_states
-from devstack.services import StackConfig, admin_password, up
+from devstack.services import LOCAL_TRAINING_WINDOW, StackConfig, admin_password, up
 
 # The daily pipeline DAGs the demo backfills, and over how many days: churn_features audits
 # every day before publishing it (dbt tests, GX) and takes about 25 s a day on 2 cores, so 30
 # days keep `make demo` from a fresh clone within about 20 minutes (bench/backfill.py).
 DEMO_DAGS = ("churn_landing_check", "churn_features")
 DEMO_DAYS = 30
-# The model half: the scheduler's own weekly run of churn_training (as of the last Sunday,
-# inside the range) starts once the backfill has published that day's features.
+# The model half: churn_training as of the first day the training window fits in the range
+# (train_first_model), and later the run the drift monitor triggers.
 TRAINING_DAG = "churn_training"
 # Then batch scoring, backfilled from the first champion's as-of day to the range's end (it
-# starts paused: with no champion each run would fail).
+# starts paused: with no champion each run would fail), and drift monitoring beside it.
 SCORING_DAG = "churn_scoring"
+MONITOR_DAG = "churn_drift_monitor"
+# Silver history before the range: the longest feature window that defines who is active and
+# what most columns count (90 days), plus the day itself.
+HISTORY_DAYS = 91
+# The drift starts this many days after the first model's as-of day, and the monitor is
+# expected to have called for retraining this many days after it starts (the demo's first
+# monitoring backfill ends there; a later call only means the days between are scored by the
+# old champion).
+DRIFT_AFTER_DAYS = 3
+DETECTION_DAYS = 3
+
+
+def training_window_days(env: Mapping[str, str]) -> int:
+    """Days from a training set's oldest snapshot to its as-of day, under the stack's settings."""
+
+    def setting(name: str) -> int:
+        return int(env.get(name, LOCAL_TRAINING_WINDOW[name]))
+
+    horizon = setting("CHURNFLOW_LABEL_HORIZON_DAYS")
+    snapshots = setting("CHURNFLOW_TRAINING_SNAPSHOTS")
+    every = setting("CHURNFLOW_TRAINING_SNAPSHOT_EVERY_DAYS")
+    return horizon + (snapshots - 1) * every
 
 
 @dataclass(frozen=True)
@@ -40,6 +75,9 @@ class DemoPlan:
     history_days: int
     customers: int
     seed: int
+    window_days: int  # training_window_days of the stack
+    drift_after_days: int = DRIFT_AFTER_DAYS
+    detection_days: int = DETECTION_DAYS
 
     @property
     def days(self) -> int:
@@ -49,10 +87,26 @@ class DemoPlan:
     def raw_start(self) -> date:
         return self.first_day - timedelta(days=self.history_days)
 
+    @property
+    def first_model_as_of(self) -> date:
+        """The first day whose training window (snapshots and label horizon) fits the range."""
+        return min(self.first_day + timedelta(days=self.window_days), self.last_day)
+
+    @property
+    def drift_from(self) -> date:
+        return self.first_model_as_of + timedelta(days=self.drift_after_days)
+
+    @property
+    def detection_by(self) -> date:
+        return min(self.drift_from + timedelta(days=self.detection_days), self.last_day)
+
     @classmethod
-    def ending_yesterday(cls, days: int, history_days: int, customers: int, seed: int) -> DemoPlan:
+    def ending_yesterday(
+        cls, days: int, history_days: int, customers: int, seed: int, window_days: int
+    ) -> DemoPlan:
         last = datetime.now(UTC).date() - timedelta(days=1)
-        return cls(last - timedelta(days=days - 1), last, history_days, customers, seed)
+        first = last - timedelta(days=days - 1)
+        return cls(first, last, history_days, customers, seed, window_days)
 
 
 def generate_raw(plan: DemoPlan, env: Mapping[str, str]) -> None:
@@ -60,8 +114,25 @@ def generate_raw(plan: DemoPlan, env: Mapping[str, str]) -> None:
         "churnflow", "generate",
         "--start", plan.raw_start.isoformat(), "--end", plan.last_day.isoformat(),
         "--customers", str(plan.customers), "--seed", str(plan.seed),
+        "--drift-from", plan.drift_from.isoformat(),
     ]  # fmt: skip
     subprocess.run(argv, env={**env}, check=True)
+
+
+def ingest_history(plan: DemoPlan, env: Mapping[str, str], console: Console) -> None:
+    """Silver orders of the days before the range, through the ingest step itself (each day
+    checked and published as its own run would), on the stack's Spark server."""
+    from churnflow.lake import SILVER_ORDERS, Lake
+
+    published = Lake(env["CHURNFLOW_LAKE"]).published(SILVER_ORDERS)
+    days = [plan.raw_start + timedelta(days=n) for n in range(plan.history_days)]
+    missing = [day for day in days if day not in published]
+    if not missing:
+        return
+    first, last = missing[0], days[-1]
+    console.print(f"loading order history {first} .. {last} into silver (churnflow ingest)")
+    argv = ["churnflow", "ingest", "--ds", first.isoformat(), "--through", last.isoformat()]
+    subprocess.run(argv, env={**env}, check=True, stdout=subprocess.DEVNULL)
 
 
 def run_backfills(
@@ -100,29 +171,68 @@ def run_backfills(
             time.sleep(5)
 
 
-def run_training(
-    client: AirflowClient, plan: DemoPlan, console: Console, timeout_s: float
-) -> list[dict]:
-    """Wait for the runs of churn_training; trigger one as of the range's last day when none
-    succeeded yet (the scheduled run of this week ran in an earlier demo on this stack)."""
-    client.wait_for_dag(TRAINING_DAG)
-    client.unpause(TRAINING_DAG)
+def wait_for_training(client: AirflowClient, console: Console, timeout_s: float) -> list[dict]:
+    """Every run of churn_training, once none is queued or running."""
     deadline = time.monotonic() + timeout_s
-    triggered = False
-    with console.status("training the churn model (churn_training)") as status:
+    with console.status(f"waiting for {TRAINING_DAG}") as status:
         while True:
             runs = client.all_runs(TRAINING_DAG)
-            pending = [r for r in runs if r["state"] not in TERMINAL_STATES]
-            if not pending and not triggered and not any(r["state"] == "success" for r in runs):
-                conf = {"as_of": plan.last_day.isoformat(), "reason": "demo"}
-                client.trigger(TRAINING_DAG, conf)
-                console.print(f"triggered {TRAINING_DAG} as of {plan.last_day}")
-                triggered = True
-                continue
+            pending = [r["dag_run_id"] for r in runs if r["state"] not in TERMINAL_STATES]
             if not pending or time.monotonic() > deadline:
                 return runs
-            status.update(f"training the churn model ({TRAINING_DAG}: {len(pending)} run(s) on)")
+            status.update(f"training the churn model ({', '.join(pending)})")
             time.sleep(5)
+
+
+def train_first_model(
+    client: AirflowClient, config: StackConfig, plan: DemoPlan, console: Console, timeout_s: float
+) -> list[dict]:
+    """churn_training as of the plan's first-model day, unless a champion exists already.
+
+    The run takes the logical date of the latest week, the run the scheduler would create
+    itself when the DAG is unpaused (it finds that week taken and waits for the next): the
+    weekly schedule stays as in production, and no second model is trained as of the last
+    Sunday, after the drift began.
+    """
+    dag = client.wait_for_dag(TRAINING_DAG)
+    if champion_version(config) is None:
+        as_of = plan.first_model_as_of.isoformat()
+        conf = {"as_of": as_of, "reason": "demo: first model"}
+        client.trigger(TRAINING_DAG, conf, logical_date=dag.get("next_dagrun_logical_date"))
+        console.print(f"triggered {TRAINING_DAG} as of {as_of} (the first model)")
+    client.unpause(TRAINING_DAG)
+    return wait_for_training(client, console, timeout_s)
+
+
+def run_monitoring(
+    client: AirflowClient, plan: DemoPlan, first: date, console: Console, timeout_s: float
+) -> dict[str, list[dict]]:
+    """churn_scoring and churn_drift_monitor from `first` to the range's end, in two backfills:
+    up to the day the drift should have been detected, then (after the retraining it
+    triggered) the rest. A backfill runs its days within minutes; run as one, every day would
+    be scored before the retraining that the daily runs would have waited a day for."""
+    dag_ids = (SCORING_DAG, MONITOR_DAG)
+    started = time.monotonic()
+    cut = max(first, plan.detection_by)
+    for start, end in ((first, cut), (cut + timedelta(days=1), plan.last_day)):
+        if start > end:
+            continue
+        left = max(60.0, timeout_s - (time.monotonic() - started))
+        run_backfills(client, dag_ids, start, end, console=console, timeout_s=left)
+        wait_for_training(client, console, left)
+    start, end = first.isoformat(), plan.last_day.isoformat()
+    return {dag_id: client.dag_runs(dag_id, start, end) for dag_id in dag_ids}
+
+
+def champion_version(config: StackConfig) -> int | None:
+    from churnflow.errors import ChurnflowError
+    from churnflow.registry import CHAMPION, connect, version_by_alias
+
+    try:
+        champion = version_by_alias(connect(config.mlflow_url), CHAMPION)
+    except ChurnflowError:
+        return None
+    return int(champion.version) if champion is not None else None
 
 
 def first_scored_day(config: StackConfig, plan: DemoPlan) -> date | None:
@@ -165,6 +275,59 @@ def prediction_lines(config: StackConfig, first: date, last: date) -> list[str]:
     return lines
 
 
+def drift_lines(
+    config: StackConfig, plan: DemoPlan, first: date, training: list[dict]
+) -> tuple[bool, list[str]]:
+    """Each monitored day's drift and decision, then the retraining the monitor triggered and
+    the gate's decision on it; ok when exactly one retraining ran for the episode."""
+    import json
+
+    from churnflow.drift import read_series
+    from churnflow.lake import PROMOTIONS, Lake, partition_relative
+    from churnflow.promote import OUTCOME_FILE
+    from churnflow.retraining import TRIGGER, read_decisions
+    from churnflow.training_set import AS_OF_KEY
+    from churnflow.trend import TREND_PAGE
+
+    lake = Lake(str(config.lake))
+    series = {metrics["ds"]: metrics for metrics in read_series(lake)}
+    decisions = {d.ds: d for d in read_decisions(lake, plan.last_day + timedelta(days=1))}
+    lines = [
+        f"\n[bold]Drift monitoring[/] (behaviour shifts from {plan.drift_from}; reports under "
+        f"{config.lake / 'monitoring' / 'drift'}/ds=…, trend {config.lake / TREND_PAGE})"
+    ]
+    ok = True
+    day = first
+    while day <= plan.last_day:
+        metrics, decision = series.get(day.isoformat()), decisions.get(day.isoformat())
+        if metrics is None or decision is None:
+            lines.append(f"  {day}: [red]not judged[/]")
+            ok = False
+        else:
+            features = metrics["features"]
+            lines.append(
+                f"  {day}: {len(features['drifted_columns']):>2} of {len(features['columns'])} "
+                f"feature columns drifted (share {features['share']:.2f}), scored by "
+                f"v{metrics['model_version']}: {decision.action}: {'; '.join(decision.reasons)}"
+            )
+        day += timedelta(days=1)
+    triggers = [d for d in decisions.values() if d.action == TRIGGER]
+    retrainings = [r for r in training if r["dag_run_id"].startswith("drift__")]
+    lines.append("\n[bold]Retraining[/] (triggered by churn_drift_monitor)")
+    for run in retrainings:
+        as_of = date.fromisoformat(run["dag_run_id"].removeprefix("drift__"))
+        record = lake.read_bytes(
+            f"{partition_relative(PROMOTIONS, as_of, AS_OF_KEY)}/{OUTCOME_FILE}"
+        )
+        gate = json.loads(record)["lines"] if record else ["[red]no gate decision recorded[/]"]
+        lines.append(f"  {TRAINING_DAG} {run['dag_run_id']}: {run['state']}; gate: {gate[0]}")
+        lines.extend(f"    {line}" for line in gate[1:])
+    if not retrainings:
+        lines.append("  [red]the monitor triggered no retraining[/]")
+    ok &= len(triggers) == 1 and len(retrainings) == 1 and retrainings[0]["state"] == "success"
+    return ok, lines
+
+
 def champion_lines(config: StackConfig) -> tuple[bool, list[str]]:
     """The champion's version, its holdout PR AUC beside the recency baseline's, its link."""
     from churnflow.errors import ChurnflowError
@@ -190,6 +353,21 @@ def champion_lines(config: StackConfig) -> tuple[bool, list[str]]:
     ]
 
 
+def failed_tasks(client: AirflowClient, dag_id: str, runs: list[dict]) -> list[str]:
+    """`<dag> <day>: <failed tasks>` for each failed run."""
+    lines = []
+    for run in runs:
+        if run["state"] == "failed":
+            failed = [
+                ti["task_id"]
+                for ti in client.task_instances(dag_id, run["dag_run_id"])
+                if ti["state"] == "failed"
+            ]
+            which = (run.get("logical_date") or "")[:10] or run["dag_run_id"]
+            lines.append(f"{dag_id} {which}: {', '.join(failed)}")
+    return lines
+
+
 def print_summary(
     console: Console,
     config: StackConfig,
@@ -198,7 +376,7 @@ def print_summary(
     client: AirflowClient,
     *,
     training: list[dict],
-    scoring: tuple[date, date, list[dict]] | None,
+    monitoring: tuple[date, dict[str, list[dict]]] | None,
 ) -> bool:
     table = Table(title=f"DAG runs {plan.first_day} .. {plan.last_day} ({plan.days} days)")
     for column in ("DAG", "runs", "success", "failed", "other"):
@@ -208,10 +386,11 @@ def print_summary(
     # The daily DAGs must succeed on every day; churn_training at least once, never failing.
     expected = {dag_id: plan.days for dag_id in runs}
     everything = {**runs, TRAINING_DAG: training}
-    if scoring is not None:
-        first, last, scoring_runs = scoring
-        expected[SCORING_DAG] = (last - first).days + 1
-        everything[SCORING_DAG] = scoring_runs
+    if monitoring is not None:
+        first, monitoring_runs = monitoring
+        for dag_id, dag_runs in monitoring_runs.items():
+            expected[dag_id] = (plan.last_day - first).days + 1
+            everything[dag_id] = dag_runs
     for dag_id, dag_runs in everything.items():
         states = count_states(dag_runs)
         other = sum(n for s, n in states.items() if s not in TERMINAL_STATES)
@@ -227,15 +406,7 @@ def print_summary(
             f"[red]{states.get('failed', 0)}[/]",
             str(other),
         )
-        for run in dag_runs:
-            if run["state"] == "failed":
-                failed = [
-                    ti["task_id"]
-                    for ti in client.task_instances(dag_id, run["dag_run_id"])
-                    if ti["state"] == "failed"
-                ]
-                which = (run.get("logical_date") or "")[:10] or run["dag_run_id"]
-                failures.append(f"{dag_id} {which}: {', '.join(failed)}")
+        failures.extend(failed_tasks(client, dag_id, dag_runs))
     console.print(table)
     for line in failures[:20]:
         console.print(f"[red]failed[/] {line}")
@@ -253,10 +424,14 @@ def print_summary(
     console.print("\n[bold]Model[/]")
     for line in lines:
         console.print(line)
-    all_ok &= scoring is not None
-    if scoring is not None:
+    all_ok &= monitoring is not None
+    if monitoring is not None:
         console.print(f"\n[bold]Predictions[/] ({config.lake / 'predictions' / 'churn'}/ds=…)")
-        for line in prediction_lines(config, scoring[0], scoring[1]):
+        for line in prediction_lines(config, monitoring[0], plan.last_day):
+            console.print(line)
+        ok, lines = drift_lines(config, plan, monitoring[0], training)
+        all_ok &= ok
+        for line in lines:
             console.print(line)
     verdict = (
         "[green]every DAG run succeeded[/]" if all_ok else "[red]some DAG runs did not succeed[/]"
@@ -266,17 +441,19 @@ def print_summary(
 
 
 def run_demo(
-    days: int = DEMO_DAYS, history_days: int = 180, customers: int = 3000, seed: int = 7,
+    days: int = DEMO_DAYS, history_days: int = HISTORY_DAYS, customers: int = 3000, seed: int = 7,
     timeout_s: float = 3600,
 ) -> int:  # fmt: skip
     console = Console()
     config = StackConfig.from_env()
-    plan = DemoPlan.ending_yesterday(days, history_days, customers, seed)
     env = up(config, log=console.print)
+    plan = DemoPlan.ending_yesterday(days, history_days, customers, seed, training_window_days(env))
     console.print(
-        f"generating raw data {plan.raw_start} .. {plan.last_day} ({customers} customers)"
+        f"generating raw data {plan.raw_start} .. {plan.last_day} ({customers} customers, "
+        f"behaviour shifts from {plan.drift_from})"
     )
     generate_raw(plan, env)
+    ingest_history(plan, env, console)
     client = AirflowClient(config.airflow_url, "admin", admin_password(config))
     started = time.monotonic()
 
@@ -286,15 +463,15 @@ def run_demo(
     runs = run_backfills(
         client, DEMO_DAGS, plan.first_day, plan.last_day, console=console, timeout_s=timeout_s
     )
-    training = run_training(client, plan, console, left())
-    scoring = None
+    train_first_model(client, config, plan, console, left())
+    monitoring = None
     first_scored = first_scored_day(config, plan)
     if first_scored is not None:
-        scored = run_backfills(
-            client, (SCORING_DAG,), first_scored, plan.last_day, console=console, timeout_s=left()
-        )
-        scoring = (first_scored, plan.last_day, scored[SCORING_DAG])
-    ok = print_summary(console, config, plan, runs, client, training=training, scoring=scoring)
+        monitoring = (first_scored, run_monitoring(client, plan, first_scored, console, left()))
+    training = wait_for_training(client, console, left())
+    ok = print_summary(
+        console, config, plan, runs, client, training=training, monitoring=monitoring
+    )
     return 0 if ok else 1
 
 

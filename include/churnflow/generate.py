@@ -48,7 +48,7 @@ DEFECT_SHARE = 0.05  # share of rows a row-level defect breaks (well above the 1
 # which it signs up, its country, how much more eagerly it orders than the base population,
 # and the price rise that applies to every order from `drift_from` on.
 DRIFT_COHORT_SHARE = 0.5
-DRIFT_SIGNUP_DAYS = 5
+DRIFT_SIGNUP_DAYS = 4
 DRIFT_COUNTRY = "PL"
 DRIFT_COHORT_RATE = 2.0
 DRIFT_PRICE_FACTOR = 1.35

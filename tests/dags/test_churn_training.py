@@ -100,10 +100,11 @@ def manual_run(
     }
 
 
-def test_training_runs_weekly_after_the_week_one_run_at_a_time() -> None:
+def test_training_runs_weekly_after_the_week_one_run_at_a_time_and_starts_paused() -> None:
     assert TIMETABLE.summary == "0 0 * * 1"
     assert DAG_.catchup is False
     assert DAG_.max_active_runs == 1
+    assert DAG_.is_paused_upon_creation is True
     assert DAG_.params.dump() == {"as_of": None, "model_type": "auto", "reason": None}
 
 
