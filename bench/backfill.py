@@ -139,7 +139,7 @@ def main() -> None:
             client.unpause(DAG_ID)
             started = time.perf_counter()
             client.create_backfill(
-                DAG_ID, first.isoformat(), last.isoformat(), args.max_active_runs
+                DAG_ID, first.isoformat(), last.isoformat(), max_active_runs=args.max_active_runs
             )
             while True:
                 runs = client.dag_runs(DAG_ID, first.isoformat(), last.isoformat())

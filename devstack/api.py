@@ -74,11 +74,13 @@ class AirflowClient:
         dag_id: str,
         from_date: str,
         to_date: str,
+        *,
         max_active_runs: int = 4,
         reprocess_behavior: str = "failed",
+        dag_run_conf: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Backfill [from_date, to_date]; by default failed runs of the range are run again
-        (`completed`: every run of the range)."""
+        (`completed`: every run of the range); `dag_run_conf` becomes each run's params."""
         body = {
             "dag_id": dag_id,
             "from_date": f"{from_date}T00:00:00Z",
@@ -86,6 +88,7 @@ class AirflowClient:
             "max_active_runs": max_active_runs,
             "reprocess_behavior": reprocess_behavior,
             "run_backwards": False,
+            "dag_run_conf": dag_run_conf or {},
         }
         deadline = time.monotonic() + 120
         while True:

@@ -11,10 +11,9 @@ latest daily run finds its data too):
 2. churn_landing_check and churn_features over the range.
 3. The first model, as of the first day the local training window fits in the range.
 4. From a few days later the business shifts (`generate --drift-from`: a new market opens,
-   prices rise). churn_scoring and churn_drift_monitor are backfilled from the first
-   model's day to the drift's expected detection, the retraining the monitor triggers runs,
-   then both DAGs carry on to the range's end, so the days after the retraining are scored by
-   whichever champion the gate left, as the daily runs would have.
+   prices rise). churn_scoring and churn_drift_monitor are backfilled from the first model's
+   day to the range's end; the monitor triggers one retraining; when the gate promotes its
+   challenger, the days after the trigger are rescored with it and judged again.
 """
 
 from __future__ import annotations
@@ -48,12 +47,8 @@ MONITOR_DAG = "churn_drift_monitor"
 # Silver history before the range: the longest feature window that defines who is active and
 # what most columns count (90 days), plus the day itself.
 HISTORY_DAYS = 91
-# The drift starts this many days after the first model's as-of day, and the monitor is
-# expected to have called for retraining this many days after it starts (the demo's first
-# monitoring backfill ends there; a later call only means the days between are scored by the
-# old champion).
+# The drift starts this many days after the first model's as-of day.
 DRIFT_AFTER_DAYS = 3
-DETECTION_DAYS = 3
 
 
 def training_window_days(env: Mapping[str, str]) -> int:
@@ -77,7 +72,6 @@ class DemoPlan:
     seed: int
     window_days: int  # training_window_days of the stack
     drift_after_days: int = DRIFT_AFTER_DAYS
-    detection_days: int = DETECTION_DAYS
 
     @property
     def days(self) -> int:
@@ -95,10 +89,6 @@ class DemoPlan:
     @property
     def drift_from(self) -> date:
         return self.first_model_as_of + timedelta(days=self.drift_after_days)
-
-    @property
-    def detection_by(self) -> date:
-        return min(self.drift_from + timedelta(days=self.detection_days), self.last_day)
 
     @classmethod
     def ending_yesterday(
@@ -144,13 +134,19 @@ def run_backfills(
     console: Console,
     timeout_s: float,
 ) -> dict[str, list[dict]]:
-    """Backfill each DAG over first..last and wait until every day's run has finished."""
+    """Backfill each DAG over first..last and wait until every day's run has finished.
+
+    Each backfill is created before its DAG is unpaused: a paused DAG's runs wait, and the
+    scheduler, unpaused, finds the latest day's run there already instead of starting one of
+    its own ahead of the backfill's order.
+    """
     start, end = first.isoformat(), last.isoformat()
     for dag_id in dag_ids:
         client.wait_for_dag(dag_id)
-        client.unpause(dag_id)
         client.create_backfill(dag_id, start, end)
         console.print(f"backfill of [bold]{dag_id}[/] created for {start}..{end}")
+    for dag_id in dag_ids:
+        client.unpause(dag_id)
     total = ((last - first).days + 1) * len(dag_ids)
     runs: dict[str, list[dict]] = {}
     deadline = time.monotonic() + timeout_s
@@ -205,22 +201,45 @@ def train_first_model(
 
 
 def run_monitoring(
-    client: AirflowClient, plan: DemoPlan, first: date, console: Console, timeout_s: float
+    client: AirflowClient,
+    config: StackConfig,
+    first: date,
+    last: date,
+    *,
+    console: Console,
+    timeout_s: float,
 ) -> dict[str, list[dict]]:
-    """churn_scoring and churn_drift_monitor from `first` to the range's end, in two backfills:
-    up to the day the drift should have been detected, then (after the retraining it
-    triggered) the rest. A backfill runs its days within minutes; run as one, every day would
-    be scored before the retraining that the daily runs would have waited a day for."""
+    """churn_scoring and churn_drift_monitor over first..last, one backfill each, as a catch-up
+    after a pause runs them; then the retraining the monitor triggered. A backfill scores every
+    day within minutes, before that retraining ends: when the gate promoted its challenger,
+    the days after the trigger are rescored with the new champion and judged again, as the
+    README's rescoring of a range does (the days up to the trigger keep their version)."""
+    from churnflow.lake import Lake
+    from churnflow.retraining import TRIGGER, read_decisions
+
     dag_ids = (SCORING_DAG, MONITOR_DAG)
     started = time.monotonic()
-    cut = max(first, plan.detection_by)
-    for start, end in ((first, cut), (cut + timedelta(days=1), plan.last_day)):
-        if start > end:
-            continue
-        left = max(60.0, timeout_s - (time.monotonic() - started))
-        run_backfills(client, dag_ids, start, end, console=console, timeout_s=left)
-        wait_for_training(client, console, left)
-    start, end = first.isoformat(), plan.last_day.isoformat()
+
+    def left() -> float:
+        return max(60.0, timeout_s - (time.monotonic() - started))
+
+    run_backfills(client, dag_ids, first, last, console=console, timeout_s=left())
+    wait_for_training(client, console, left())
+    decisions = read_decisions(Lake(str(config.lake)), last + timedelta(days=1))
+    triggers = [date.fromisoformat(d.ds) for d in decisions if d.action == TRIGGER]
+    scored_by = {d.ds: d.champion_version for d in decisions}
+    if triggers and triggers[0] < last:
+        after = triggers[0] + timedelta(days=1)
+        if champion_version(config) != scored_by.get(triggers[0].isoformat()):
+            console.print(f"the gate promoted a new champion: rescoring {after}..{last} with it")
+            rescore = {"rescore_with_champion": True}
+            for dag_id, conf in ((SCORING_DAG, rescore), (MONITOR_DAG, None)):
+                backfill = client.create_backfill(
+                    dag_id, after.isoformat(), last.isoformat(),
+                    reprocess_behavior="completed", dag_run_conf=conf,
+                )  # fmt: skip
+                client.wait_for_backfill(backfill["id"], timeout_s=left())
+    start, end = first.isoformat(), last.isoformat()
     return {dag_id: client.dag_runs(dag_id, start, end) for dag_id in dag_ids}
 
 
@@ -467,7 +486,10 @@ def run_demo(
     monitoring = None
     first_scored = first_scored_day(config, plan)
     if first_scored is not None:
-        monitoring = (first_scored, run_monitoring(client, plan, first_scored, console, left()))
+        monitored = run_monitoring(
+            client, config, first_scored, plan.last_day, console=console, timeout_s=left()
+        )
+        monitoring = (first_scored, monitored)
     training = wait_for_training(client, console, left())
     ok = print_summary(
         console, config, plan, runs, client, training=training, monitoring=monitoring

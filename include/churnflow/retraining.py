@@ -4,10 +4,13 @@ A day crosses when its share of drifted feature columns reaches `CHURNFLOW_DRIFT
 champion's realised PR AUC (labels matured) fell more than `CHURNFLOW_MAX_PR_AUC_DROP` below
 its holdout PR AUC at promotion. A crossing day triggers `churn_training` unless
 - a retraining is already queued or running (the DAG passes `--training-active`), or
-- a trigger fired within `CHURNFLOW_RETRAINING_COOLDOWN_DAYS` before it and the champion is
-  still the one that trigger saw: the same episode; the retraining it started has either been
-  refused by the gate or not changed what drifts. A new champion since that trigger that
-  crosses again is a new episode, and triggers.
+- a trigger fired within `CHURNFLOW_RETRAINING_COOLDOWN_DAYS` before it: the same episode.
+  The retraining it started was refused by the gate, or promoted a champion trained on the
+  labels that had matured by then, mostly from before the drift: that champion's inputs still
+  drift from its training set, so drift alone cannot say whether it copes. Within the cooldown
+  only a champion promoted since whose realised PR AUC then fell past the limit (worse again)
+  triggers; after it, a day that still crosses starts the next episode (by then labels from
+  after the drift have matured for the next training).
 
 `churnflow retraining-decision --ds D` reads `monitoring/drift/ds=D/metrics.json` and the
 decisions of the days before it, and writes `monitoring/decisions/ds=D/decision.json`: the
@@ -80,7 +83,7 @@ def crossings(
     realised = champion.get("pr_auc")
     if realised is not None and holdout_pr_auc is not None:
         measures |= {"realised_pr_auc": realised, "holdout_pr_auc": holdout_pr_auc}
-        if holdout_pr_auc - realised > thresholds.max_pr_auc_drop:
+        if _performance_dropped(measures, thresholds):
             crossed.append(
                 f"performance: realised PR AUC {realised:.4f} of v{champion['model_version']} "
                 f"on {metrics['realised']['ds']} is {holdout_pr_auc - realised:.4f} below its "
@@ -113,23 +116,38 @@ def decide(
     triggers = [d for d in history if d.action == TRIGGER and date.fromisoformat(d.ds) < ds]
     if triggers:
         last = triggers[-1]
-        since = (ds - date.fromisoformat(last.ds)).days
-        if since < thresholds.cooldown_days and last.champion_version == champion_version:
-            until = date.fromisoformat(last.ds) + timedelta(days=thresholds.cooldown_days)
+        until = date.fromisoformat(last.ds) + timedelta(days=thresholds.cooldown_days)
+        new_champion = last.champion_version != champion_version
+        if ds < until and not (new_champion and _performance_dropped(measures, thresholds)):
+            # A champion promoted since was trained on the labels that had matured by then,
+            # mostly from before the drift: its inputs still drift from its training set, and
+            # only its measured performance says whether it copes.
+            since = (
+                f"; champion v{champion_version}, promoted since, keeps its realised PR AUC"
+                if new_champion
+                else ""
+            )
             return decision(
                 SKIP,
                 [
                     *crossed,
-                    f"same episode: retraining was triggered on {last.ds} and the champion is "
-                    f"still v{champion_version}; cooldown until {until}",
+                    f"same episode: retraining was triggered on {last.ds}; cooldown until "
+                    f"{until}{since}",
                 ],
             )
-        if last.champion_version != champion_version:
+        if ds < until:
             crossed.append(
-                f"new episode: worse again under champion v{champion_version} (the trigger of "
-                f"{last.ds} saw v{last.champion_version})"
+                f"worse again: champion v{champion_version}, promoted after the trigger of "
+                f"{last.ds}, lost realised performance"
             )
     return decision(TRIGGER, crossed)
+
+
+def _performance_dropped(measures: dict[str, Any], thresholds: Thresholds) -> bool:
+    realised, holdout = measures.get("realised_pr_auc"), measures.get("holdout_pr_auc")
+    if realised is None or holdout is None:
+        return False
+    return holdout - realised > thresholds.max_pr_auc_drop
 
 
 def read_decisions(lake: Lake, before: date) -> list[Decision]:

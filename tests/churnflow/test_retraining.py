@@ -74,11 +74,20 @@ def test_one_trigger_per_episode_then_skips_that_say_why() -> None:
     assert run(DAY + timedelta(days=7), metrics(0.6), history).action == TRIGGER
 
 
-def test_worse_again_under_a_new_champion_is_a_new_episode() -> None:
+def test_a_new_champion_that_still_sees_drift_does_not_trigger_within_the_cooldown() -> None:
     first = run(DAY, metrics(0.6), [])
-    again = run(DAY + timedelta(days=2), metrics(0.7), [first], champion=2)
+    drifting = run(DAY + timedelta(days=2), metrics(0.8), [first], champion=2)
+    assert drifting.action == SKIP
+    assert "champion v2, promoted since, keeps its realised PR AUC" in drifting.reasons[-1]
+
+
+def test_worse_again_under_a_new_champion_triggers_within_the_cooldown() -> None:
+    first = run(DAY, metrics(0.6), [])
+    again = run(DAY + timedelta(days=2), metrics(0.7, realised=0.45), [first], champion=2)
     assert again.action == TRIGGER
-    assert "new episode: worse again under champion v2" in again.reasons[-1]
+    assert "worse again: champion v2, promoted after the trigger of 2026-03-10" in again.reasons[-1]
+    # The same drop under the champion that was in place at the trigger waits for the cooldown.
+    assert run(DAY + timedelta(days=2), metrics(0.7, realised=0.45), [first]).action == SKIP
 
 
 def test_no_trigger_while_a_retraining_runs() -> None:
