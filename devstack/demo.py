@@ -341,6 +341,9 @@ def drift_lines(
         gate = json.loads(record)["lines"] if record else ["[red]no gate decision recorded[/]"]
         lines.append(f"  {TRAINING_DAG} {run['dag_run_id']}: {run['state']}; gate: {gate[0]}")
         lines.extend(f"    {line}" for line in gate[1:])
+    if plan.drift_from > plan.last_day:  # a range too short for the episode (DAYS=…)
+        lines.append(f"  none: the range ends before the drift ({plan.drift_from})")
+        return ok and not triggers, lines
     if not retrainings:
         lines.append("  [red]the monitor triggered no retraining[/]")
     ok &= len(triggers) == 1 and len(retrainings) == 1 and retrainings[0]["state"] == "success"
