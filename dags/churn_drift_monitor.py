@@ -18,8 +18,9 @@ one `churn_training` run per drift episode.
 4. `decide_retraining` — `churnflow retraining-decision`: `trigger` when the drift share
    reaches `CHURNFLOW_DRIFT_SHARE` or the realised PR AUC fell more than
    `CHURNFLOW_MAX_PR_AUC_DROP` below the holdout's; `skip` (with the reason) while a
-   retraining runs or within `CHURNFLOW_RETRAINING_COOLDOWN_DAYS` of the episode's trigger under
-   the same champion; recorded in `monitoring/decisions/ds=<ds>/decision.json`.
+   retraining runs or within `CHURNFLOW_RETRAINING_COOLDOWN_DAYS` of the episode's trigger
+   (a champion promoted since re-triggers within it only when its realised PR AUC fell);
+   recorded in `monitoring/decisions/ds=<ds>/decision.json`.
 5. `report_decision` — logs the figures and the decision and posts them to Slack; continues
    to `trigger_retraining` only on `trigger`.
 6. `trigger_retraining` — a `churn_training` run `drift__<ds>` with conf `{"as_of": "<ds>",

@@ -129,8 +129,9 @@ class Settings(BaseSettings):
         default=7,
         ge=0,
         description=(
-            "Days after a drift-triggered retraining in which the same champion triggers none "
-            "(one retraining per drift episode)."
+            "Days after a drift-triggered retraining in which drift triggers none (one "
+            "retraining per drift episode); a champion promoted since triggers within them only "
+            "when its realised PR AUC fell past the limit."
         ),
     )
 
