@@ -24,10 +24,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 from devstack.api import TERMINAL_STATES, AirflowClient, count_states
 from devstack.services import LOCAL_TRAINING_WINDOW, StackConfig, admin_password, up
@@ -226,11 +230,10 @@ def run_monitoring(
     run_backfills(client, dag_ids, first, last, console=console, timeout_s=left())
     wait_for_training(client, console, left())
     decisions = read_decisions(Lake(str(config.lake)), last + timedelta(days=1))
-    triggers = [date.fromisoformat(d.ds) for d in decisions if d.action == TRIGGER]
-    scored_by = {d.ds: d.champion_version for d in decisions}
-    if triggers and triggers[0] < last:
-        after = triggers[0] + timedelta(days=1)
-        if champion_version(config) != scored_by.get(triggers[0].isoformat()):
+    trigger = next((d for d in decisions if d.action == TRIGGER), None)
+    if trigger is not None and date.fromisoformat(trigger.ds) < last:
+        after = date.fromisoformat(trigger.ds) + timedelta(days=1)
+        if champion_version(config) != trigger.champion_version:
             console.print(f"the gate promoted a new champion: rescoring {after}..{last} with it")
             rescore = {"rescore_with_champion": True}
             for dag_id, conf in ((SCORING_DAG, rescore), (MONITOR_DAG, None)):
@@ -243,27 +246,28 @@ def run_monitoring(
     return {dag_id: client.dag_runs(dag_id, start, end) for dag_id in dag_ids}
 
 
-def champion_version(config: StackConfig) -> int | None:
+def champion_of(config: StackConfig) -> ModelVersion | None:
+    """The registry's @champion; None without one or when the registry does not answer."""
     from churnflow.errors import ChurnflowError
     from churnflow.registry import CHAMPION, connect, version_by_alias
 
     try:
-        champion = version_by_alias(connect(config.mlflow_url), CHAMPION)
+        return version_by_alias(connect(config.mlflow_url), CHAMPION)
     except ChurnflowError:
         return None
+
+
+def champion_version(config: StackConfig) -> int | None:
+    champion = champion_of(config)
     return int(champion.version) if champion is not None else None
 
 
 def first_scored_day(config: StackConfig, plan: DemoPlan) -> date | None:
     """The day scoring starts: the first champion's as-of day (no model served the days
     before it), within the demo's range; None without a champion."""
-    from churnflow.errors import ChurnflowError
-    from churnflow.registry import CHAMPION, TAG_AS_OF, connect, version_by_alias
+    from churnflow.registry import TAG_AS_OF
 
-    try:
-        champion = version_by_alias(connect(config.mlflow_url), CHAMPION)
-    except ChurnflowError:
-        return None
+    champion = champion_of(config)
     if champion is None:
         return None
     as_of = date.fromisoformat(champion.tags.get(TAG_AS_OF, plan.last_day.isoformat()))

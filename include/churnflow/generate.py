@@ -124,10 +124,7 @@ def make_population(request: GenerateRequest) -> Population:
     first_day = request.start.toordinal() - SIGNUP_SPAN_DAYS
     last_day = request.end.toordinal()
     signup = rng.integers(first_day, last_day + 1, size=n)
-    lifetime = np.ceil(rng.weibull(1.3, size=n) * MEAN_LIFETIME_DAYS).astype(np.int64) + 14
-    channel = rng.choice(CHANNELS, size=n, p=CHANNEL_WEIGHTS)
-    channel_rate = np.vectorize(CHANNEL_RATE.__getitem__)(channel)
-    base_rate = np.clip(rng.lognormal(np.log(1 / 12), 0.7, size=n) * channel_rate, 1 / 120, 0.8)
+    lifetime, channel, base_rate = _habits(rng, n)
     population = Population(
         customer_id=np.array([f"C{i:07d}" for i in range(n)]),
         signup=signup,
@@ -142,21 +139,29 @@ def make_population(request: GenerateRequest) -> Population:
     return _with_new_market(population, request.seed, request.drift_from)
 
 
+def _habits(
+    rng: np.random.Generator, size: int, rate_factor: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lifetimes (days), acquisition channels and base purchase rates of `size` customers."""
+    lifetime = np.ceil(rng.weibull(1.3, size=size) * MEAN_LIFETIME_DAYS).astype(np.int64) + 14
+    channel = rng.choice(CHANNELS, size=size, p=CHANNEL_WEIGHTS)
+    channel_rate = np.vectorize(CHANNEL_RATE.__getitem__)(channel)
+    rate = rng.lognormal(np.log(1 / 12), 0.7, size=size) * channel_rate * rate_factor
+    return lifetime, channel, np.clip(rate, 1 / 120, 0.8)
+
+
 def _with_new_market(population: Population, seed: int, opens: date) -> Population:
     """The population with the new market's cohort appended (ids after the last one)."""
     n = len(population.customer_id)
     size = max(1, int(n * DRIFT_COHORT_SHARE))
     rng = np.random.default_rng([seed, n, opens.toordinal(), 1])
     signup = opens.toordinal() + rng.integers(0, DRIFT_SIGNUP_DAYS, size=size)
-    lifetime = np.ceil(rng.weibull(1.3, size=size) * MEAN_LIFETIME_DAYS).astype(np.int64) + 14
-    channel = rng.choice(CHANNELS, size=size, p=CHANNEL_WEIGHTS)
-    channel_rate = np.vectorize(CHANNEL_RATE.__getitem__)(channel)
-    rate = rng.lognormal(np.log(1 / 12), 0.7, size=size) * channel_rate * DRIFT_COHORT_RATE
+    lifetime, channel, base_rate = _habits(rng, size, rate_factor=DRIFT_COHORT_RATE)
     cohort = Population(
         customer_id=np.array([f"C{i:07d}" for i in range(n, n + size)]),
         signup=signup,
         churn=signup + lifetime,
-        base_rate=np.clip(rate, 1 / 120, 0.8),
+        base_rate=base_rate,
         spend=rng.lognormal(np.log(30.0), 0.6, size=size),
         country=np.full(size, DRIFT_COUNTRY),
         channel=channel,
