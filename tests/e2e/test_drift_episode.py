@@ -57,7 +57,9 @@ from devstack.services import (
     up,
 )
 
-pytestmark = pytest.mark.e2e
+# The suite's 900 s per test is too tight for this one: it measured 815-919 s on 2 cores
+# (91 days of history and 17 days of features through the scheduler, issue 14's overhead).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 # A 7-day label horizon and 4 daily snapshots: the first model as of the range's 11th day.
 WINDOW = {
