@@ -77,8 +77,11 @@ bench-train: $(STAMP) ## churn model fit time, Lightning and sklearn, 10k vs 1M 
 bench-score: $(STAMP) ## batch scoring of 1M rows: Spark job vs in-process predict_proba, both model types (minutes)
 	$(PY) bench/score.py
 
-lock: $(STAMP) ## re-resolve requirements.in into the pinned requirements.txt
-	$(UV) pip compile requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt.new
+# The current pins seed the resolution (torch under its local +cpu name), so adding one package
+# does not move the others; UPGRADE=1 re-resolves everything to the newest versions.
+lock: $(STAMP) ## re-resolve requirements.in into the pinned requirements.txt [UPGRADE=1]
+	sed -e 's/^torch==2.13.0$$/torch==2.13.0+cpu/' requirements.txt > requirements.txt.new
+	$(UV) pip compile $(if $(UPGRADE),--upgrade) requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt.new
 	{ echo "# Pinned lock of requirements.in for Python 3.11 (make lock). torch is the CPU build where"; \
 	  echo "# find-links offers one (see README, 'Installing')."; \
 	  sed -e 's/^torch==2.13.0+cpu/torch==2.13.0/' requirements.txt.new; } > requirements.txt
