@@ -1,0 +1,137 @@
+"""What the deployment-file tests share: paths, the compose file as data, Dockerfile
+instructions and the Kubernetes schema versions."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_validate.utils import all_versions
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yaml"
+ENV_EXAMPLE = REPO / ".env.example"
+RBAC_FILE = REPO / "include" / "k8s" / "rbac.yaml"
+SECRET_EXAMPLE_FILE = REPO / "include" / "k8s" / "secrets.example.yaml"
+DOCKERFILES = {
+    name: REPO / "images" / name / "Dockerfile" for name in ("airflow", "spark", "train")
+}
+TASK_IMAGES = ("spark", "train")
+
+AIRFLOW_SERVICES = (
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+)
+ONE_SHOT_SERVICES = {"airflow-init"}
+NAMESPACE = "churnflow"
+
+# Compose top-level keys that Debian's docker-compose 1.29 accepts (it rejects `name:`).
+COMPOSE_TOP_LEVEL_KEYS = {"version", "services", "networks", "volumes", "secrets", "configs"}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY|TOKEN", re.IGNORECASE)
+REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}")
+WHOLE_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*[^}]*\}$")
+# The password part may be a `${VAR:?message}` reference, whose message has spaces.
+URL_PASSWORD = re.compile(r"://[^:/@\s]+:(?P<password>[^@]+)@")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def load_compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def env_example() -> dict[str, str]:
+    """The variables that .env.example sets (KEY=VALUE lines, comments skipped)."""
+    values = {}
+    for raw in ENV_EXAMPLE.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def resolve_defaults(text: str) -> str:
+    """Replace `${VAR:-default}` / `${VAR-default}` by the default, as compose does when unset."""
+
+    def default(match: re.Match[str]) -> str:
+        rest = match["rest"]
+        for separator in (":-", "-"):
+            if rest.startswith(separator):
+                return rest[len(separator) :]
+        return match[0]
+
+    return REFERENCE.sub(default, text)
+
+
+def environment_of(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as a dict, whichever of the two compose forms it uses."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.partition("=")[::2] for item in env)
+    return {name: "" if value is None else str(value) for name, value in env.items()}
+
+
+def depends_on_of(service: dict[str, Any]) -> dict[str, str]:
+    """depends_on as {target: condition}, whichever of the two compose forms it uses."""
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return dict.fromkeys(deps, "service_started")
+    return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
+
+
+def composed_mapping_get(node: yaml.MappingNode, key: str) -> yaml.Node:
+    for key_node, value_node in node.value:
+        if key_node.value == key:
+            return value_node
+    raise KeyError(key)
+
+
+def merged_nodes(node: yaml.MappingNode) -> list[yaml.Node]:
+    """The nodes a mapping merges in with `<<:` (one alias or a list of them)."""
+    merged = [value for key, value in node.value if key.tag == "tag:yaml.org,2002:merge"]
+    flat: list[yaml.Node] = []
+    for value in merged:
+        flat.extend(value.value if isinstance(value, yaml.SequenceNode) else [value])
+    return flat
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        keyword, _, arguments = line.partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+    return instructions
+
+
+def env_assignments(arguments: str) -> dict[str, str]:
+    """The KEY=VALUE pairs of one ENV instruction (the form every Dockerfile here uses)."""
+    return dict(pair.split("=", 1) for pair in arguments.split() if "=" in pair)
+
+
+def newest_kubernetes_versions(count: int = 2) -> list[str]:
+    """The newest schema versions that the installed kubernetes-validate ships.
+
+    `all_versions` lists its schema folders, each version twice (plain and strict).
+    """
+    return sorted(set(all_versions()), key=Version)[-count:]
+
+
+def k8s_documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
