@@ -11,7 +11,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -31,11 +31,13 @@ def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     get_settings.cache_clear()
 
 
-def run_cli(*args: str, lake: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, lake: Path | str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed console script as the runners do, in a fresh process (with the
-    system's PATH and JAVA_HOME, which a local Spark needs, and no other setting)."""
+    system's PATH and JAVA_HOME, which a local Spark needs, `env`, and no other setting)."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {"PATH": path, "CHURNFLOW_LAKE": str(lake)}
+    env = {"PATH": path, "CHURNFLOW_LAKE": str(lake), **(env or {})}
     if "JAVA_HOME" in os.environ:
         env["JAVA_HOME"] = os.environ["JAVA_HOME"]
     return subprocess.run(

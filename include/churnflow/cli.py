@@ -41,7 +41,7 @@ def _generate(args: argparse.Namespace) -> None:
     counts = generate(request, lake, progress=not args.quiet)
     print(
         f"wrote {counts['days']} day(s) of raw orders ({counts['orders']} orders, "
-        f"{counts['customers']} customer rows) under {lake.root}"
+        f"{counts['customers']} customer rows) under {lake.uri}"
     )
 
 

@@ -42,6 +42,7 @@ from churnflow.lake import (
     SHADOW_PREDICTIONS,
     SILVER_ORDERS,
     Lake,
+    LakeFile,
     partition_relative,
 )
 from churnflow.registry import MODEL_NAME, TAG_AS_OF, connect
@@ -77,8 +78,15 @@ class DriftConfig:
 
 
 def _read(lake: Lake, dataset: str, ds: date, columns: list[str] | None = None) -> pd.DataFrame:
+    return _read_files(lake, lake.files(dataset, ds), columns)
+
+
+def _read_files(
+    lake: Lake, files: list[LakeFile], columns: list[str] | None = None
+) -> pd.DataFrame:
+    locations = [item.location for item in files]
     return (
-        pads.dataset(lake.partition_path(dataset, ds), format="parquet")
+        pads.dataset(locations, filesystem=lake.filesystem, format="parquet")
         .to_table(columns=columns)
         .to_pandas()
     )
@@ -101,14 +109,14 @@ def reference_of(
         )
     as_of = date.fromisoformat(as_of_text)
     where = f"{partition_relative(TRAINING_CHURN, as_of, AS_OF_KEY)}/{EXAMPLES}"
-    folder = lake.partition_path(TRAINING_CHURN, as_of, AS_OF_KEY) / EXAMPLES
-    if not folder.is_dir():
+    files = lake.files(TRAINING_CHURN, as_of, AS_OF_KEY, folder=EXAMPLES)
+    if not files:
         raise DriftInputError(
             f"{where}: the training set of {MODEL_NAME} v{version}, the drift reference, is "
-            f"not in the lake at {lake.root}; rebuild it (`churnflow training-set --as-of "
+            f"not in the lake at {lake.uri}; rebuild it (`churnflow training-set --as-of "
             f"{as_of}`)"
         )
-    frame = pads.dataset(folder, format="parquet").to_table().to_pandas()
+    frame = _read_files(lake, files)
     if len(frame) > rows:
         frame = frame.sample(rows, random_state=SAMPLE_SEED)
     return frame.reset_index(drop=True), where
@@ -280,7 +288,7 @@ def drift(
     predictions = predictions_of(lake, ds)
     if predictions is None:
         raise DriftInputError(
-            f"{partition_relative(PREDICTIONS, ds)}: no predictions in {lake.root}, nothing to "
+            f"{partition_relative(PREDICTIONS, ds)}: no predictions in {lake.uri}, nothing to "
             f"judge; score the day first (churn_scoring for {ds})"
         )
     version = int(predictions["model_version"].iloc[0])

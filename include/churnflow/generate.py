@@ -271,14 +271,15 @@ def _write(frame: pd.DataFrame, folder: Path, file_format: str) -> None:
 
 def write_orders_partition(
     lake: Lake, day: date, frame: pd.DataFrame | None, file_format: str
-) -> Path:
-    """Replace one orders partition whole; `None` writes a single zero-byte file."""
+) -> str:
+    """Replace one orders partition whole (returns its URI); `None` writes a single
+    zero-byte file."""
     with lake.publishing(RAW_ORDERS, day) as staging:
         if frame is None:
             (staging / f"part-00000.{file_format}").touch()
         else:
             _write(frame, staging, file_format)
-    return lake.partition_path(RAW_ORDERS, day)
+    return lake.partition_uri(RAW_ORDERS, day)
 
 
 def generate(

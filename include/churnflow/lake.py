@@ -1,7 +1,8 @@
 """The lake: the one way a step lists, reads, stages and publishes data, keyed by its URI.
 
-`CHURNFLOW_LAKE` is a folder or a `file://` URI (the backend here); an object store and a
-shared volume slot in behind the same `Lake` interface, so steps never build paths themselves.
+`CHURNFLOW_LAKE` is a folder or a `file://` URI (on a laptop, or a ReadWriteMany volume that
+every task pod mounts at the same path), or an object store `s3://bucket/prefix` (churnflow.
+object_lake, same interface), so steps never build paths themselves.
 
 Publishing is write, audit, publish. A step writes into a hidden staging folder of the
 dataset's area (readers, Spark and Hive skip names that start with `.` or `_`), checks what it
@@ -26,7 +27,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 from churnflow.errors import ConfigError
 
@@ -44,6 +50,7 @@ DECISIONS = "monitoring/decisions"
 PROMOTIONS = "monitoring/promotions"
 REPORTS = "reports"
 
+OBJECT_STORE_SCHEMES = ("s3", "s3a")
 PARTITION_KEY = "ds"
 STAGING_PREFIX = ".staging-"
 RETIRED_PREFIX = ".retired-"
@@ -53,6 +60,11 @@ STALE_AFTER_S = 6 * 3600
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+
+
+def is_object_store_uri(uri: str) -> bool:
+    """`s3://` and `s3a://` lakes live in a bucket (churnflow.object_lake)."""
+    return urlparse(str(uri).strip()).scheme in OBJECT_STORE_SCHEMES
 
 
 def file_uri(path: Path) -> str:
@@ -79,12 +91,21 @@ def is_data_name(name: str) -> bool:
 
 @dataclass(frozen=True)
 class LakeFile:
-    """One data file of a partition."""
+    """One data file of a partition: `location` in the lake's `filesystem` (pyarrow), `uri`
+    for Spark; `path` is the local file on a folder lake, the object's key on an object store."""
 
     name: str
-    path: Path
+    path: PurePath
     size: int
     mtime: float
+    location: str = ""
+    uri: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.location:
+            object.__setattr__(self, "location", str(self.path))
+        if not self.uri:
+            object.__setattr__(self, "uri", file_uri(Path(self.path)))
 
     @property
     def suffix(self) -> str:
@@ -160,21 +181,26 @@ class Staging:
         if not staged.is_dir():
             raise FileNotFoundError(f"nothing staged for {self.area}/{name} {partition_name(ds)}")
         dataset = f"{self.area}/{name}" if name else self.area
-        target = self.lake.partition_path(dataset, ds, key)
-        _swap_in(staged, target)
-        return file_uri(target)
+        return self.lake.install(staged, dataset, ds, key)
 
 
 class Lake:
     """The lake behind `CHURNFLOW_LAKE`: names, listings, reads, staging and publishing."""
+
+    def __new__(cls, uri: str, *args: object, **kwargs: object) -> Lake:
+        if cls is Lake and is_object_store_uri(uri):
+            from churnflow.object_lake import ObjectStoreLake
+
+            return super().__new__(ObjectStoreLake)
+        return super().__new__(cls)
 
     def __init__(self, uri: str) -> None:
         text = str(uri).strip()
         root = text.removeprefix("file://")
         if "://" in root:
             raise ConfigError(
-                f"CHURNFLOW_LAKE={uri!r}: this release reads and writes a lake in a local or "
-                "mounted folder (a path or file:// URI); object-store URIs are not supported yet"
+                f"CHURNFLOW_LAKE={uri!r}: a lake is a folder (a path or file:// URI, also a "
+                "volume mounted into every pod) or an object store (s3://bucket/prefix)"
             )
         self.root = Path(root).expanduser().resolve()
 
@@ -198,6 +224,13 @@ class Lake:
         """`file:///abs/path`: what Spark and dbt are given."""
         return file_uri(self.root)
 
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        """The pyarrow filesystem that `LakeFile.location` is read with."""
+        import pyarrow.fs as pafs
+
+        return pafs.LocalFileSystem()
+
     def dataset_path(self, dataset: str) -> Path:
         return self.root / dataset
 
@@ -219,9 +252,13 @@ class Lake:
         path = self.dataset_path(dataset) if ds is None else self.partition_path(dataset, ds, key)
         return path.is_dir()
 
-    def files(self, dataset: str, ds: date, key: str = PARTITION_KEY) -> list[LakeFile]:
-        """The data files of one partition, by name; empty when it is missing."""
-        return self.data_files(self.partition_path(dataset, ds, key))
+    def files(
+        self, dataset: str, ds: date, key: str = PARTITION_KEY, folder: str = ""
+    ) -> list[LakeFile]:
+        """The data files of one partition (or of a `folder` inside it), by name; empty when
+        it is missing."""
+        partition = self.partition_path(dataset, ds, key)
+        return self.data_files(partition / folder if folder else partition)
 
     def partitions(self, dataset: str, key: str = PARTITION_KEY) -> list[date]:
         """Published partitions that hold at least one data file, oldest first."""
@@ -319,6 +356,12 @@ class Lake:
             if audit is not None:
                 audit(folder)
             staging.publish("", ds, key)
+
+    def install(self, staged: Path, dataset: str, ds: date, key: str = PARTITION_KEY) -> str:
+        """Put a staged partition folder in place of the published one; returns its URI."""
+        target = self.partition_path(dataset, ds, key)
+        _swap_in(staged, target)
+        return file_uri(target)
 
     def remove(self, dataset: str, ds: date, key: str = PARTITION_KEY) -> None:
         """Delete a partition as one rename away from readers, then free the space."""

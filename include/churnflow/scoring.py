@@ -53,7 +53,6 @@ from churnflow.lake import (
     SCORING_LEDGER,
     SHADOW_PREDICTIONS,
     Lake,
-    file_uri,
     partition_relative,
 )
 from churnflow.registry import (
@@ -180,13 +179,13 @@ def day_features(lake: Lake, ds: date) -> DayFeatures:
     files = lake.files(CUSTOMER_FEATURES, ds)
     if not files:
         raise ScoringInputError(
-            f"{dataset}: no published features in {lake.root} (the partition is missing or "
+            f"{dataset}: no published features in {lake.uri} (the partition is missing or "
             f"holds no data file); run churn_features for {ds} first"
         )
     schema, rows = None, 0
     for item in files:
         try:
-            metadata = pq.read_metadata(item.path)
+            metadata = pq.read_metadata(item.location, filesystem=lake.filesystem)
         except (OSError, pa.ArrowInvalid) as err:
             raise ScoringInputError(
                 f"{lake.relative(item.path)}: unreadable Parquet ({err})"
@@ -198,7 +197,7 @@ def day_features(lake: Lake, ds: date) -> DayFeatures:
             f"{dataset}: the features hold 0 rows: no active customer to score, which means "
             "the day was built from no orders; rebuild it (churn_features) before scoring"
         )
-    uris = tuple(file_uri(item.path) for item in files)
+    uris = tuple(item.uri for item in files)
     return DayFeatures(ds, lake.partition_uri(CUSTOMER_FEATURES, ds), rows, schema, uris)
 
 

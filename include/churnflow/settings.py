@@ -18,7 +18,14 @@ class Settings(BaseSettings):
         env_prefix="CHURNFLOW_", extra="ignore", frozen=True, env_ignore_empty=True
     )
 
-    lake: str = Field(default=".churnflow/lake", description="Lake root: a folder or file:// URI.")
+    lake: str = Field(
+        default=".churnflow/lake",
+        description=(
+            "Lake root: a folder or file:// URI (on a cluster, a ReadWriteMany volume mounted "
+            "at the same path in every pod) or an object store, s3://bucket/prefix "
+            "(credentials and endpoint from the standard AWS_* variables)."
+        ),
+    )
     mlflow_tracking_uri: str = Field(
         default="http://127.0.0.1:5000",
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "CHURNFLOW_MLFLOW_TRACKING_URI"),

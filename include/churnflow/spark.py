@@ -12,12 +12,14 @@ import os
 import socket
 import sys
 import uuid
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from churnflow.errors import ConfigError
+from churnflow.lake import is_object_store_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -43,6 +45,35 @@ SESSION_SETTINGS = {
     "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
     "spark.ui.enabled": "false",
 }
+
+
+# Hadoop's s3a connector (its jars are installed in the spark image, not by pip: README) reads
+# an object-store lake with the same AWS variables the Python side uses. Spark never writes
+# there: steps stage locally and the lake uploads (churnflow.object_lake), since s3a emulates
+# the committers' renames by copying.
+S3A_SETTINGS = {
+    "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+    "spark.hadoop.fs.s3a.aws.credentials.provider": (
+        "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
+    ),
+    # Object stores other than AWS (MinIO, Ceph) address buckets by path.
+    "spark.hadoop.fs.s3a.path.style.access": "true",
+}
+
+
+def s3a_settings(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """S3A_SETTINGS plus the endpoint and region of an S3-compatible store, when set."""
+    settings = dict(S3A_SETTINGS)
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        settings["spark.hadoop.fs.s3a.endpoint"] = endpoint
+        settings["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+            endpoint.startswith("https://")
+        ).lower()
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        settings["spark.hadoop.fs.s3a.endpoint.region"] = region
+    return settings
 
 
 def spark_home_dir() -> Path:
@@ -101,6 +132,8 @@ def get_spark(shared: str | None = None) -> SparkSession:
         "spark.hadoop.javax.jdo.option.ConnectionURL": derby,
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
     }
+    if is_object_store_uri(os.environ.get("CHURNFLOW_LAKE", "")):
+        settings.update(s3a_settings())
     for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.enableHiveSupport().getOrCreate()

@@ -128,17 +128,17 @@ def load_training_data(lake: Lake, as_of: date, *, min_rows: int = 1) -> Trainin
             f"no training set is published for as_of={as_of} at {where}: run `churnflow "
             f"training-set --as-of {as_of}` first"
         )
-    folder = lake.partition_path(TRAINING_CHURN, as_of, AS_OF_KEY) / EXAMPLES
+    stored = {item.name: item for item in lake.files(TRAINING_CHURN, as_of, AS_OF_KEY, EXAMPLES)}
     for item in manifest["data"]["files"]:
-        path = folder / item["name"]
-        actual = file_sha256(path) if path.is_file() else "missing"
+        found = stored.get(item["name"])
+        actual = file_sha256(found.location, lake.filesystem) if found else "missing"
         if actual != item["sha256"]:
             raise TrainingDataError(
                 f"training set {where}: file {EXAMPLES}/{item['name']} does not match its "
                 f"manifest (sha256 {actual}, manifest {item['sha256']}): rebuild it with "
                 f"`churnflow training-set --as-of {as_of}`"
             )
-    frame = pd.read_parquet(folder)
+    frame = pd.read_parquet([item.location for item in stored.values()], filesystem=lake.filesystem)
     problems = []
     for name in SPLITS:
         labels = frame.loc[frame[SPLIT] == name, LABEL]

@@ -54,6 +54,7 @@ from churnflow.lake import (
 )
 
 if TYPE_CHECKING:
+    import pyarrow.fs as pafs
     from pyspark.sql import DataFrame, SparkSession
 
     from churnflow.settings import Settings
@@ -307,9 +308,12 @@ def _write(frame: DataFrame, folder: Path) -> None:
             entry.unlink()
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path | str, filesystem: pafs.FileSystem | None = None) -> str:
+    """sha256 of a local file, or of `path` in a lake's pyarrow `filesystem`."""
+    import pyarrow.fs as pafs
+
     hasher = hashlib.sha256()
-    with path.open("rb") as handle:
+    with (filesystem or pafs.LocalFileSystem()).open_input_stream(str(path)) as handle:
         while chunk := handle.read(1 << 20):
             hasher.update(chunk)
     return hasher.hexdigest()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from churnflow.errors import ConfigError
 from churnflow.lake import STALE_AFTER_S, Lake
 
 DAY = date(2026, 3, 1)
@@ -100,11 +99,6 @@ def test_a_killed_steps_staging_is_swept_by_the_next_run_of_the_same_partition(
     os.utime(old, (stale, stale))
     _write(lake, "silver/orders", "x")
     assert _hidden(area) == [other_day.name]
-
-
-def test_object_store_uris_are_refused_naming_the_variable() -> None:
-    with pytest.raises(ConfigError, match="CHURNFLOW_LAKE='s3a://bucket/lake'"):
-        Lake("s3a://bucket/lake")
 
 
 def test_small_objects_are_replaced_whole(tmp_path: Path) -> None:
