@@ -3,7 +3,9 @@
 Everything that is the same for every pod of a profile (security context, scratch volume,
 GPU placement) is in the profile's pod template; this module adds what is per step: image,
 argv, resources, labels, environment and secret references. Every pod gets `CHURNFLOW_IMAGE`,
-the full reference of the image it runs.
+the full reference of the image it runs. With a folder lake every pod mounts the lake's
+ReadWriteMany claim (`CHURNFLOW_LAKE_PVC`) at the lake's folder; an object-store lake needs
+no volume, its credentials come by secret reference (`churnflow_airflow.config`).
 
 `StepPodOperator` reads the exit code of the pod's base container and applies the rule the
 local runner applies to a process (`churnflow_airflow.exit_codes`): 65 and 78 fail the task
@@ -28,6 +30,7 @@ from churnflow_airflow.profiles import get_profile
 from churnflow_airflow.steps import Step
 
 BASE_CONTAINER = "base"
+LAKE_VOLUME = "lake"
 
 
 def container_exit_code(pod: k8s.V1Pod | None, container: str = BASE_CONTAINER) -> int | None:
@@ -86,6 +89,16 @@ class StepPodOperator(DataDocsWatcher, KubernetesPodOperator):
             raise pod_step_failure(err, remote_pod, self.base_container_name) from err
 
 
+def lake_volume(settings: StepSettings) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+    """The lake's claim and where the base container mounts it; nothing for an object store."""
+    mount_path = settings.lake_mount_path
+    if settings.lake_pvc is None or mount_path is None:
+        return [], []
+    claim = k8s.V1PersistentVolumeClaimVolumeSource(claim_name=settings.lake_pvc)
+    volume = k8s.V1Volume(name=LAKE_VOLUME, persistent_volume_claim=claim)
+    return [volume], [k8s.V1VolumeMount(name=LAKE_VOLUME, mount_path=mount_path)]
+
+
 def pod_operator(spec: Step, settings: StepSettings, **operator_kwargs: Any) -> StepPodOperator:
     profile = get_profile(spec.profile)
     labels = {
@@ -100,6 +113,7 @@ def pod_operator(spec: Step, settings: StepSettings, **operator_kwargs: Any) -> 
         for ref in spec.secrets
     ]
     image = settings.image(spec.image)
+    volumes, volume_mounts = lake_volume(settings)
     return StepPodOperator(
         lake=settings.lake,
         task_id=spec.task_id,
@@ -113,6 +127,8 @@ def pod_operator(spec: Step, settings: StepSettings, **operator_kwargs: Any) -> 
         # The task side records the image it ran in (e.g. as an MLflow tag).
         env_vars={**spec.env, "CHURNFLOW_IMAGE": image},
         secrets=secrets,
+        volumes=volumes,
+        volume_mounts=volume_mounts,
         container_resources=k8s.V1ResourceRequirements(
             requests=profile.requests(), limits=profile.limits()
         ),

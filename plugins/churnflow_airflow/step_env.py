@@ -10,6 +10,13 @@ URL) in its environment. A step is task code and gets only what it needs, the sa
 
 Anything else, `AIRFLOW_*` and `AIRFLOW__*` included, stays with the worker. PYTHONPATH passes
 because a step's interpreter may need it to find the task package; it holds paths, not secrets.
+
+The declared env wins over the worker's: `SPARK_REMOTE` reaches a step from the worker (the
+local stack sets it for every step), but a `spark` step of a deployment with
+CHURNFLOW_SPARK_REMOTE gets that value instead, as its pod would. `AWS_*` variables are not
+task settings and do not pass by name: an object-store lake's region and endpoint come in the
+declared env, its keys as the secret references `AWS_ACCESS_KEY_ID` and
+`AWS_SECRET_ACCESS_KEY` (`churnflow_airflow.steps.OBJECT_STORE_SECRETS`).
 """
 
 from __future__ import annotations

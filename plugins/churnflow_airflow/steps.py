@@ -34,6 +34,19 @@ class SecretRef:
     secret: str | None = None  # defaults to the deployment's CHURNFLOW_K8S_SECRET
 
 
+# What every step of a deployment with an object-store lake reads the lake with: the keys of
+# the deployment's Secret (include/k8s/secrets.example.yaml), as the standard AWS variables.
+OBJECT_STORE_SECRETS = (
+    SecretRef("AWS_ACCESS_KEY_ID", key="aws-access-key-id"),
+    SecretRef("AWS_SECRET_ACCESS_KEY", key="aws-secret-access-key"),
+)
+
+
+def lake_secrets(settings: StepSettings) -> tuple[SecretRef, ...]:
+    """The secret references a step needs to reach the lake (none for a folder lake)."""
+    return OBJECT_STORE_SECRETS if settings.object_store_lake else ()
+
+
 @dataclass(frozen=True)
 class Step:
     task_id: str
@@ -65,13 +78,18 @@ def step(
     """Declare a step; the configured runner decides what operator it becomes.
 
     `argv` and `env` values are Jinja templates (`{{ ds }}`, `{{ params.name }}`). Both runners
-    give the step the same declared environment: the deployment's lake and MLflow settings,
-    then `env`, then the secret references. Extra keyword arguments go to the operator (e.g.
-    `outlets`, `execution_timeout`, `trigger_rule`, `doc_md` to replace the generated docs).
+    give the step the same declared environment: the deployment's lake and MLflow settings
+    (and the lake's AWS region and endpoint), `SPARK_REMOTE` for a `spark` step when
+    CHURNFLOW_SPARK_REMOTE is set, then `env`, then the secret references: the lake's
+    credentials for an object-store lake, then `secrets`. Extra keyword arguments go to the
+    operator (e.g. `outlets`, `execution_timeout`, `trigger_rule`, `doc_md` to replace the
+    generated docs).
     """
     settings = settings or load_settings()
-    declared = {**settings.pod_env, **(env or {})}
-    spec = Step(task_id, image, tuple(argv), profile, declared, tuple(secrets))
+    declared = {**settings.pod_env, **settings.profile_env(profile), **(env or {})}
+    named = {ref.env_var for ref in secrets}
+    lake_refs = tuple(ref for ref in lake_secrets(settings) if ref.env_var not in named)
+    spec = Step(task_id, image, tuple(argv), profile, declared, (*lake_refs, *secrets))
     doc_md = step_doc_md(spec.argv, runner=settings.runner.value, image=image, profile=profile)
     if doc_md is not None:
         operator_kwargs.setdefault("doc_md", doc_md)

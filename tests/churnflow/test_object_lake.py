@@ -238,11 +238,6 @@ def test_local_folder_names_are_refused_with_what_to_use_instead(
         bucket_lake.partition_path(RAW_ORDERS, DAY)
 
 
-def test_other_uri_schemes_are_refused_naming_the_variable() -> None:
-    with pytest.raises(ConfigError, match="CHURNFLOW_LAKE='gs://bucket/lake'"):
-        Lake("gs://bucket/lake")
-
-
 def test_the_generate_step_writes_a_bucket_lake_through_the_cli(
     bucket_lake: ObjectStoreLake, s3_env: dict[str, str]
 ) -> None:

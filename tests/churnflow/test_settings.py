@@ -17,11 +17,16 @@ def test_file_uri_lake_is_a_local_folder(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert Lake(Settings().lake).root == tmp_path
 
 
-def test_object_store_lake_is_refused_with_the_variable_named(
+def test_an_object_store_lake_comes_from_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHURNFLOW_LAKE", "s3://bucket/lake")
+    assert Lake(Settings().lake).uri == "s3a://bucket/lake"
+
+
+def test_an_unknown_lake_scheme_is_refused_with_the_variable_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("CHURNFLOW_LAKE", "s3a://bucket/lake")
-    with pytest.raises(ConfigError, match="CHURNFLOW_LAKE='s3a://bucket/lake'"):
+    monkeypatch.setenv("CHURNFLOW_LAKE", "gs://bucket/lake")
+    with pytest.raises(ConfigError, match="CHURNFLOW_LAKE='gs://bucket/lake'"):
         Lake(Settings().lake)
 
 

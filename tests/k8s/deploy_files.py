@@ -16,6 +16,11 @@ COMPOSE_FILE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
 RBAC_FILE = REPO / "include" / "k8s" / "rbac.yaml"
 SECRET_EXAMPLE_FILE = REPO / "include" / "k8s" / "secrets.example.yaml"
+K8S_DIR = REPO / "include" / "k8s"
+K8S_MANIFESTS = sorted(K8S_DIR.glob("*.yaml"))
+SPARK_CONNECT_FILE = K8S_DIR / "spark-connect.yaml"
+LAKE_PVC_FILE = K8S_DIR / "lake-pvc.yaml"
+PYPROJECT_FILE = REPO / "pyproject.toml"
 DOCKERFILES = {
     name: REPO / "images" / name / "Dockerfile" for name in ("airflow", "spark", "train")
 }
@@ -135,3 +140,34 @@ def newest_kubernetes_versions(count: int = 2) -> list[str]:
 
 def k8s_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def dockerfile_stages(path: Path) -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage, in order; each list starts with its FROM."""
+    stages: list[list[tuple[str, str]]] = []
+    for keyword, arguments in dockerfile_instructions(path):
+        if keyword == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((keyword, arguments))
+    return stages
+
+
+def stage_env(stage: list[tuple[str, str]]) -> dict[str, str]:
+    """What the ENV instructions of one stage set, later ones winning."""
+    env: dict[str, str] = {}
+    for keyword, arguments in stage:
+        if keyword == "ENV":
+            env.update(env_assignments(arguments))
+    return env
+
+
+def spark_defaults(text: str) -> dict[str, str]:
+    """A spark-defaults.conf as Spark reads it: `key value` lines, `#` comments skipped."""
+    settings = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, value = line.split(None, 1)
+            settings[key] = value.strip()
+    return settings

@@ -87,9 +87,36 @@ def test_secrets_become_secret_references_not_values(kubernetes_env: None) -> No
         argv=["churnflow", "--version"],
         secrets=[SecretRef("SLACK_BOT_TOKEN", key="slack-token")],
     )
-    (secret,) = operator.secrets
-    assert (secret.deploy_target, secret.secret, secret.key) == (
-        "SLACK_BOT_TOKEN",
-        "churnflow-secrets",
-        "slack-token",
-    )
+    # The object-store lake's keys come first, then the step's own.
+    assert [(s.deploy_target, s.secret, s.key) for s in operator.secrets] == [
+        ("AWS_ACCESS_KEY_ID", "churnflow-secrets", "aws-access-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "churnflow-secrets", "aws-secret-access-key"),
+        ("SLACK_BOT_TOKEN", "churnflow-secrets", "slack-token"),
+    ]
+
+
+def test_both_runners_give_spark_steps_the_configured_spark_connect_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CHURNFLOW_RUNNER", raising=False)
+    monkeypatch.setenv("CHURNFLOW_SPARK_REMOTE", "sc://spark-connect.churnflow.svc:15002")
+    spark = step("build_features", image="spark", argv=ARGV, profile="spark")
+    light = step("check_landing", image="spark", argv=ARGV, profile="cpu")
+    assert spark.env["SPARK_REMOTE"] == "sc://spark-connect.churnflow.svc:15002"
+    assert "SPARK_REMOTE" not in light.env
+    own = step("probe", image="spark", argv=ARGV, profile="spark", env={"SPARK_REMOTE": ""})
+    assert own.env["SPARK_REMOTE"] == "", "a step's own env wins"
+
+
+def test_an_object_store_lake_makes_its_keys_secret_references_under_both_runners(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CHURNFLOW_RUNNER", raising=False)
+    monkeypatch.setenv("CHURNFLOW_LAKE", "s3://churn-lake/dev")
+    monkeypatch.setenv("CHURNFLOW_LAKE_AWS_REGION", "eu-west-1")
+    local = step("ingest_orders", image="spark", argv=ARGV)
+    assert local.secrets == ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    assert local.env["AWS_REGION"] == "eu-west-1"
+    assert "AWS_ACCESS_KEY_ID" not in local.env
+    monkeypatch.setenv("CHURNFLOW_LAKE", "/tmp/lake")
+    assert step("ingest_orders", image="spark", argv=ARGV).secrets == ()
