@@ -20,7 +20,7 @@ else
 TORCH_SOURCE := --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
 endif
 
-.PHONY: help setup demo up down status test lint format step-docs bench bench-features bench-backfill bench-train bench-score lock images clean
+.PHONY: help setup demo up down status test lint format step-docs bench bench-features bench-backfill bench-train bench-score lock image-requirements images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,9 +48,10 @@ down: ## stop everything the local stack started
 status: ## which local services run
 	$(PY) -m devstack status
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, hadolint on the three Dockerfiles
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint --config .hadolint.yaml images/*/Dockerfile
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -86,6 +87,12 @@ lock: $(STAMP) ## re-resolve requirements.in into the pinned requirements.txt [U
 	  echo "# find-links offers one (see README, 'Installing')."; \
 	  sed -e 's/^torch==2.13.0+cpu/torch==2.13.0/' requirements.txt.new; } > requirements.txt
 	rm requirements.txt.new
+
+# Each image installs only its own packages: images/<name>/requirements.in lists them, and this
+# writes images/<name>/requirements.txt, their closure at the lock's pins (run it after `make
+# lock`; tests/k8s/test_image_requirements.py fails while a file is stale).
+image-requirements: $(STAMP) ## write each image's requirements.txt from its requirements.in and the lock
+	$(PY) images/image_requirements.py
 
 images: ## build the three images (needs Docker), tagged $(REGISTRY)/churnflow-<name>:$(TAG)
 	for image in airflow spark train; do \
