@@ -171,3 +171,15 @@ def spark_defaults(text: str) -> dict[str, str]:
             key, value = line.split(None, 1)
             settings[key] = value.strip()
     return settings
+
+
+LOCK = REPO / "requirements.txt"
+
+
+def lock_version(package: str) -> str:
+    """The version the lock pins for `package` (a lower-case distribution name)."""
+    for line in LOCK.read_text().splitlines():
+        name, _, version = line.partition("==")
+        if name.strip().lower() == package:
+            return version.split()[0]
+    raise AssertionError(f"{package} is not pinned in {LOCK.name}")

@@ -39,6 +39,7 @@ from tests.k8s.deploy_files import (
     env_example,
     environment_of,
     load_compose,
+    lock_version,
     merged_nodes,
     resolve_defaults,
 )
@@ -61,7 +62,6 @@ COMPOSE_ONLY = {
 }
 COMPOSE_ONE_SHOT_SERVICES = {*ONE_SHOT_SERVICES, "volumes-init"}
 SPARK_CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
-LOCK = REPO / "requirements.txt"
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -111,14 +111,6 @@ def dockerfile_env(name: str) -> dict[str, str]:
         if keyword == "ENV":
             env.update(env_assignments(arguments))
     return env
-
-
-def lock_version(package: str) -> str:
-    for line in LOCK.read_text().splitlines():
-        name, _, version = line.partition("==")
-        if name.strip().lower() == package:
-            return version.split()[0]
-    raise AssertionError(f"{package} is not pinned in {LOCK.name}")
 
 
 # --- the file ------------------------------------------------------------------------------

@@ -29,13 +29,13 @@ from tests.k8s.deploy_files import (
     SECRET_NAME,
     URL_PASSWORD,
     k8s_documents,
+    lock_version,
 )
 
 HELM_DIR = REPO / "include" / "helm"
 VALUES_FILE = HELM_DIR / "airflow-values.yaml"
 POOLS_FILE = HELM_DIR / "pools.json"
 CONFIG_MODULE = REPO / "plugins" / "churnflow_airflow" / "config.py"
-LOCK = REPO / "requirements.txt"
 AIRFLOW_IMAGE_REQUIREMENTS = REPO / "images" / "airflow" / "requirements.in"
 
 # Every top-level key of the chart's values.yaml (1.18/1.19).
@@ -271,14 +271,6 @@ def rbac_service_accounts() -> dict[str, dict[str, Any]]:
         for doc in k8s_documents(RBAC_FILE)
         if doc["kind"] == "ServiceAccount"
     }
-
-
-def lock_version(package: str) -> str:
-    for line in LOCK.read_text().splitlines():
-        name, _, version = line.partition("==")
-        if name.strip().lower() == package:
-            return version.split()[0]
-    raise AssertionError(f"{package} is not pinned in {LOCK.name}")
 
 
 # --- shape ---------------------------------------------------------------------------------
