@@ -412,28 +412,33 @@ def test_the_values_name_every_airflow_side_setting_set_or_commented() -> None:
     assert not unknown, f"the Airflow side reads no {unknown}"
 
 
-def test_the_commented_folder_lake_alternative_is_accepted_too(
+def test_the_commented_object_store_alternative_is_accepted_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The commented env block: a folder lake on a volume with a Spark Connect server."""
+    """The commented env block: the lake in a bucket, Spark in each pod, no volume."""
     text = VALUES_FILE.read_text()
     alternative = dict(re.findall(r"#\s+- name: (CHURNFLOW_\w+)\n\s+#\s+value: (\S+)", text))
-    assert {"CHURNFLOW_LAKE", "CHURNFLOW_LAKE_PVC", "CHURNFLOW_SPARK_REMOTE"} <= set(alternative)
+    assert {"CHURNFLOW_LAKE", "CHURNFLOW_LAKE_AWS_REGION"} <= set(alternative)
+    assert alternative["CHURNFLOW_LAKE"].startswith("s3a://")
     for name in list(os.environ):
         if name.startswith("CHURNFLOW_"):
             monkeypatch.delenv(name)
-    env = {k: v for k, v in values_env().items() if not k.startswith("CHURNFLOW_LAKE")}
-    env.update(
-        {
-            k: alternative[k]
-            for k in ("CHURNFLOW_LAKE", "CHURNFLOW_LAKE_PVC", "CHURNFLOW_SPARK_REMOTE")
-        }
-    )
+    dropped = ("CHURNFLOW_LAKE", "CHURNFLOW_SPARK_REMOTE")
+    env = {k: v for k, v in values_env().items() if not k.startswith(dropped)}
+    env.update({k: v for k, v in alternative.items() if k.startswith("CHURNFLOW_LAKE")})
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = config.load_settings()
-    assert settings.lake_pvc == alternative["CHURNFLOW_LAKE_PVC"]
-    assert settings.spark_remote == alternative["CHURNFLOW_SPARK_REMOTE"]
+    assert settings.object_store_lake and settings.lake_pvc is None
+
+
+def test_the_airflow_pods_mount_the_lake_where_the_steps_do() -> None:
+    data = values()
+    env = values_env()
+    [volume] = [v for v in data["volumes"] if v["name"] == "lake"]
+    assert volume["persistentVolumeClaim"]["claimName"] == env["CHURNFLOW_LAKE_PVC"]
+    [mount] = [m for m in data["volumeMounts"] if m["name"] == "lake"]
+    assert mount["mountPath"] == env["CHURNFLOW_LAKE"]
 
 
 # --- namespace and service accounts --------------------------------------------------------
