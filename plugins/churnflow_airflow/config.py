@@ -20,6 +20,11 @@ Where the task pods find the lake and Spark (kubernetes runner):
   object-store lake stages its output in the pod's own scratch volume, where a server in
   another pod cannot write.
 
+Which Airflow pool a step waits in (either runner): `CHURNFLOW_SPARK_POOL` for the steps of the
+`spark` profile, `CHURNFLOW_GPU_POOL` for those of the `gpu` profile (`include/helm/pools.json`
+defines `spark` and `gpu`). Unset, a step takes Airflow's `default_pool`: a task that names a
+pool the deployment lacks is never scheduled, so a pool is only named where it is created.
+
 Any combination that cannot work is a ConfigurationError at parse time. The local runner
 gives its steps the same declared env and secret names (read from the worker's environment,
 `churnflow_airflow.step_env`). The Airflow side reads the lake too (landing sensors, reports):
@@ -78,6 +83,7 @@ class StepSettings:
     pod_env: dict[str, str] = field(default_factory=dict)
     lake_pvc: str | None = None
     spark_remote: str | None = None
+    profile_pools: dict[str, str] = field(default_factory=dict)
 
     @property
     def object_store_lake(self) -> bool:
@@ -93,6 +99,10 @@ class StepSettings:
         if profile == "spark" and self.spark_remote:
             return {"SPARK_REMOTE": self.spark_remote}
         return {}
+
+    def pool(self, profile: str) -> str | None:
+        """The Airflow pool of a step of `profile`; None: Airflow's default_pool."""
+        return self.profile_pools.get(profile)
 
     def image(self, key: str) -> str:
         """Full image reference for an image key; a pinned tag is required, never `latest`."""
@@ -198,6 +208,11 @@ def load_settings() -> StepSettings:
         value = _optional(setting)
         if value:
             pod_env[name] = value
+    profile_pools = {
+        profile: pool
+        for profile, setting in (("spark", "CHURNFLOW_SPARK_POOL"), ("gpu", "CHURNFLOW_GPU_POOL"))
+        if (pool := _optional(setting))
+    }
     return StepSettings(
         runner=runner,
         image_registry=os.environ.get("CHURNFLOW_IMAGE_REGISTRY", ""),
@@ -217,4 +232,5 @@ def load_settings() -> StepSettings:
         pod_env=pod_env,
         lake_pvc=lake_pvc,
         spark_remote=spark_remote,
+        profile_pools=profile_pools,
     )

@@ -3,6 +3,8 @@
 A step names a profile instead of numbers, so sizes stay consistent across DAGs and are
 changed in one place. Pod-level settings of a profile (security context, GPU node selector
 and toleration, scratch volumes) are in its template, `include/k8s/pod-template-<name>.yaml`.
+The Airflow pool a profile's steps wait in is the deployment's to name (`CHURNFLOW_SPARK_POOL`,
+`CHURNFLOW_GPU_POOL` in `churnflow_airflow.config`): a pool must exist before a task names it.
 """
 
 from __future__ import annotations

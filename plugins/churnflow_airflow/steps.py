@@ -81,9 +81,10 @@ def step(
     give the step the same declared environment: the deployment's lake and MLflow settings
     (and the lake's AWS region and endpoint), `SPARK_REMOTE` for a `spark` step when
     CHURNFLOW_SPARK_REMOTE is set, then `env`, then the secret references: the lake's
-    credentials for an object-store lake, then `secrets`. Extra keyword arguments go to the
-    operator (e.g. `outlets`, `execution_timeout`, `trigger_rule`, `doc_md` to replace the
-    generated docs).
+    credentials for an object-store lake, then `secrets`. A `spark` or `gpu` step waits in the
+    pool that CHURNFLOW_SPARK_POOL or CHURNFLOW_GPU_POOL names (unset: Airflow's default_pool).
+    Extra keyword arguments go to the operator (e.g. `outlets`, `execution_timeout`,
+    `trigger_rule`, `pool`, `doc_md` to replace the generated docs) and win over the defaults.
     """
     settings = settings or load_settings()
     declared = {**settings.pod_env, **settings.profile_env(profile), **(env or {})}
@@ -93,6 +94,9 @@ def step(
     doc_md = step_doc_md(spec.argv, runner=settings.runner.value, image=image, profile=profile)
     if doc_md is not None:
         operator_kwargs.setdefault("doc_md", doc_md)
+    pool = settings.pool(profile)
+    if pool is not None:
+        operator_kwargs.setdefault("pool", pool)
     if settings.runner is Runner.KUBERNETES:
         from churnflow_airflow.kubernetes_runner import pod_operator
 

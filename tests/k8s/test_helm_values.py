@@ -195,6 +195,8 @@ VALUES_SCHEMA: dict[str, Any] = {
         "redis": ENABLED,
         "logs": {"type": "object", "properties": {"persistence": ENABLED}},
         "config": {"type": "object", "additionalProperties": CONFIG_SECTION},
+        # The chart takes a (templated) string of more env entries: EXTRA_ENV_SCHEMA is its YAML.
+        "extraEnv": {"type": "string"},
         "secret": {
             "type": "array",
             "items": {
@@ -217,6 +219,38 @@ VALUES_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "name": {"type": "string", "pattern": r"^[A-Z_][A-Z0-9_]*$"},
                     "value": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+# The entries of `extraEnv`: churnflow puts there only what `secret:` cannot say, a reference to
+# a key the deployment may lack (`optional`, which the chart's `secret:` entries do not have).
+EXTRA_ENV_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "array",
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "valueFrom"],
+        "properties": {
+            "name": {"type": "string", "pattern": r"^[A-Z_][A-Z0-9_]*$"},
+            "valueFrom": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["secretKeyRef"],
+                "properties": {
+                    "secretKeyRef": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "key", "optional"],
+                        "properties": {
+                            "name": K8S_NAME,
+                            "key": {"type": "string", "minLength": 1},
+                            "optional": {"const": True},
+                        },
+                    }
                 },
             },
         },
@@ -246,6 +280,33 @@ def values() -> dict[str, Any]:
 
 def values_env() -> dict[str, str]:
     return {item["name"]: item["value"] for item in values()["env"]}
+
+
+def extra_env() -> list[dict[str, Any]]:
+    """The env entries of `extraEnv`, a YAML string in the chart's values."""
+    return yaml.safe_load(values().get("extraEnv") or "[]")
+
+
+def secret_references() -> set[tuple[str, str, str, bool]]:
+    """(env var, Secret, key, optional) of every secret value the Airflow containers get."""
+    refs = {
+        (item["envName"], item["secretName"], item["secretKey"], False)
+        for item in values()["secret"]
+    }
+    for item in extra_env():
+        ref = item["valueFrom"]["secretKeyRef"]
+        refs.add((item["name"], ref["name"], ref["key"], ref["optional"]))
+    return refs
+
+
+def values_settings(monkeypatch: pytest.MonkeyPatch) -> config.StepSettings:
+    """The Airflow-side settings as the values' env gives them, and nothing else."""
+    for name in list(os.environ):
+        if name.startswith("CHURNFLOW_") or name == "MLFLOW_TRACKING_URI":
+            monkeypatch.delenv(name)
+    for name, value in values_env().items():
+        monkeypatch.setenv(name, value)
+    return config.load_settings()
 
 
 def leaves(node: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
@@ -278,6 +339,11 @@ def rbac_service_accounts() -> dict[str, dict[str, Any]]:
 
 def test_values_follow_the_charts_keys_for_everything_churnflow_sets() -> None:
     jsonschema.validate(values(), VALUES_SCHEMA)
+
+
+def test_extra_env_is_only_optional_secret_references() -> None:
+    jsonschema.validate(extra_env(), EXTRA_ENV_SCHEMA)
+    assert "{{" not in values().get("extraEnv", ""), "the chart renders extraEnv with tpl"
 
 
 def test_the_schema_catches_a_misspelt_key() -> None:
@@ -348,7 +414,7 @@ def test_every_secret_the_values_name_is_documented_in_the_header() -> None:
     data = values()
     named = {(data[value], key) for value, key in CHART_SECRET_KEYS.items()}
     named.add((data["data"]["metadataSecretName"], "connection"))
-    named |= {(item["secretName"], item["secretKey"]) for item in data["secret"]}
+    named |= {(secret, key) for _, secret, key, _ in secret_references()}
     passwords = Path(data["config"]["core"]["simple_auth_manager_passwords_file"]).name
     named |= {
         (volume["secret"]["secretName"], passwords)
@@ -367,9 +433,19 @@ def test_the_steps_secret_is_the_one_include_k8s_describes() -> None:
     example = k8s_documents(SECRET_EXAMPLE_FILE)[0]
     assert values_env()["CHURNFLOW_K8S_SECRET"] == example["metadata"]["name"]
     keys = set(example["stringData"])
-    for item in values()["secret"]:
-        if item["secretName"] == example["metadata"]["name"]:
-            assert item["secretKey"] in keys, item
+    for env_var, secret, key, _ in secret_references():
+        if secret == example["metadata"]["name"]:
+            assert key in keys, (env_var, key)
+
+
+def test_the_slack_token_is_optional_so_the_pods_start_without_it() -> None:
+    """A missing key of a required reference keeps every Airflow pod from starting."""
+    refs = {
+        env_var: (secret, key, optional) for env_var, secret, key, optional in secret_references()
+    }
+    secret, key, optional = refs["CHURNFLOW_SLACK_TOKEN"]
+    assert (secret, key) == (values_env()["CHURNFLOW_K8S_SECRET"], "slack-token")
+    assert optional, "CHURNFLOW_SLACK_TOKEN must be an optional reference (extraEnv)"
 
 
 # --- the Airflow-side settings --------------------------------------------------------------
@@ -378,13 +454,8 @@ def test_the_steps_secret_is_the_one_include_k8s_describes() -> None:
 def test_load_settings_accepts_the_values_for_the_kubernetes_runner(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in list(os.environ):
-        if name.startswith("CHURNFLOW_") or name == "MLFLOW_TRACKING_URI":
-            monkeypatch.delenv(name)
     env = values_env()
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    settings = config.load_settings()
+    settings = values_settings(monkeypatch)
     assert settings.runner is config.Runner.KUBERNETES
     registry = env["CHURNFLOW_IMAGE_REGISTRY"].rstrip("/")
     assert settings.image("spark") == f"{registry}/churnflow-spark:{env['CHURNFLOW_IMAGE_TAG']}"
@@ -514,8 +585,15 @@ def test_pools_file_is_what_airflow_pools_import_reads() -> None:
         assert name in PROFILES, f"pool {name} is named after no resource profile"
 
 
-def test_pools_file_names_every_pool_the_step_profiles_use() -> None:
-    pools = json.loads(POOLS_FILE.read_text())
-    used = {getattr(profile, "pool", None) for profile in PROFILES.values()} - {None}
-    missing = sorted(used - set(pools))
-    assert not missing, f"include/helm/pools.json lacks the pools {missing}"
+def test_every_pool_the_values_name_is_in_the_pools_file_and_every_pool_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task naming a pool Airflow lacks is never scheduled; a pool no step names limits
+    nothing."""
+    pools = set(json.loads(POOLS_FILE.read_text()))
+    settings = values_settings(monkeypatch)
+    named = {profile: settings.pool(profile) for profile in PROFILES if settings.pool(profile)}
+    missing = sorted(set(named.values()) - pools)
+    assert not missing, f"include/helm/pools.json lacks the pools {missing} the values name"
+    unused = sorted(pools - set(named.values()))
+    assert not unused, f"no profile's steps wait in the pools {unused}: name them in `env`"

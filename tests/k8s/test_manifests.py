@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from churnflow.spark import SESSION_SETTINGS
+from churnflow.spark import S3A_SETTINGS, SESSION_SETTINGS
 from tests.k8s.deploy_files import (
     K8S_MANIFESTS,
     LAKE_PVC_FILE,
@@ -203,6 +203,17 @@ def test_the_server_gets_every_session_setting_of_the_task_package() -> None:
         assert conf.get(key) == value, key
 
 
+def test_the_servers_s3a_settings_are_the_task_packages() -> None:
+    """A task pod's own Spark and the server read an object store the same way."""
+    conf = spark_defaults(spark_conf()["spark-defaults.conf"])
+    shared = sorted(
+        key for key in conf if key.startswith("spark.hadoop.fs.s3a.") and key in S3A_SETTINGS
+    )
+    assert "spark.hadoop.fs.s3a.aws.credentials.provider" in shared
+    for key in shared:
+        assert conf[key] == S3A_SETTINGS[key], key
+
+
 def test_the_server_runs_spark_connect_on_kubernetes_in_this_namespace() -> None:
     conf = spark_defaults(spark_conf()["spark-defaults.conf"])
     assert conf["spark.master"] == "k8s://https://kubernetes.default.svc"
@@ -211,10 +222,6 @@ def test_the_server_runs_spark_connect_on_kubernetes_in_this_namespace() -> None
     assert int(conf["spark.executor.instances"]) >= 1
     assert {"spark.executor.cores", "spark.executor.memory"} <= set(conf)
     assert conf["spark.hadoop.fs.s3a.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
-    assert (
-        "EnvironmentVariableCredentialsProvider"
-        in conf["spark.hadoop.fs.s3a.aws.credentials.provider"]
-    )
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
     (container,) = server_pod()["spec"]["containers"]
     assert container["command"] == ["spark-submit"]

@@ -7,9 +7,12 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 
 from churnflow_airflow.config import ConfigurationError, load_settings
 from churnflow_airflow.local_runner import LocalStepOperator
+from churnflow_airflow.profiles import PROFILES
 from churnflow_airflow.steps import SecretRef, step
+from tests.dags.conftest import KUBERNETES_ENV, load_dagbag
 
 ARGV = ["churnflow", "check-landing", "--ds", "{{ ds }}"]
+PROFILE_LABEL = "churnflow.io/profile"
 
 
 @pytest.fixture
@@ -120,3 +123,47 @@ def test_an_object_store_lake_makes_its_keys_secret_references_under_both_runner
     assert "AWS_ACCESS_KEY_ID" not in local.env
     monkeypatch.setenv("CHURNFLOW_LAKE", "/tmp/lake")
     assert step("ingest_orders", image="spark", argv=ARGV).secrets == ()
+
+
+POOL_SETTINGS = {"CHURNFLOW_SPARK_POOL": "spark", "CHURNFLOW_GPU_POOL": "gpu"}
+
+
+@pytest.mark.parametrize("runner", ["local", "kubernetes"])
+def test_spark_and_gpu_steps_wait_in_the_configured_pools_under_both_runners(
+    kubernetes_env: None, monkeypatch: pytest.MonkeyPatch, runner: str
+) -> None:
+    monkeypatch.setenv("CHURNFLOW_RUNNER", runner)
+    for name, pool in POOL_SETTINGS.items():
+        monkeypatch.setenv(name, pool)
+    assert step("build_features", image="spark", argv=ARGV, profile="spark").pool == "spark"
+    assert step("train_models", image="train", argv=ARGV, profile="gpu").pool == "gpu"
+    assert step("check_landing", image="spark", argv=ARGV, profile="cpu").pool == "default_pool"
+    own = step("score", image="spark", argv=ARGV, profile="spark", pool="scoring")
+    assert own.pool == "scoring", "a pool passed to step() wins"
+
+
+@pytest.mark.parametrize("runner", ["local", "kubernetes"])
+def test_without_pool_settings_every_step_takes_the_default_pool(
+    kubernetes_env: None, monkeypatch: pytest.MonkeyPatch, runner: str
+) -> None:
+    """A pool the deployment lacks is never scheduled: the local stack and e2e name none."""
+    monkeypatch.setenv("CHURNFLOW_RUNNER", runner)
+    for name in POOL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for profile in PROFILES:
+        operator = step("probe", image="spark", argv=ARGV, profile=profile)
+        assert operator.pool == "default_pool", profile
+
+
+def test_dags_built_with_the_pool_settings_put_spark_and_gpu_tasks_in_their_pools() -> None:
+    """Each step pod's label names its profile; tasks that are no step keep default_pool."""
+    bag = load_dagbag({**KUBERNETES_ENV, **POOL_SETTINGS})
+    assert bag.import_errors == {}
+    seen = set()
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            profile = (getattr(task, "labels", None) or {}).get(PROFILE_LABEL)
+            seen.add(profile)
+            expected = POOL_SETTINGS.get(f"CHURNFLOW_{str(profile).upper()}_POOL")
+            assert task.pool == (expected or "default_pool"), f"{dag.dag_id}.{task.task_id}"
+    assert {"cpu", "spark", "gpu"} <= seen
