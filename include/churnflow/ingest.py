@@ -44,7 +44,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from churnflow.errors import DataError, LandingError
-from churnflow.lake import QUARANTINE_ORDERS, RAW_ORDERS, SILVER_ORDERS, Lake, file_uri
+from churnflow.lake import (
+    QUARANTINE_ORDERS,
+    RAW_ORDERS,
+    SILVER_ORDERS,
+    Lake,
+    file_uri,
+    partition_relative,
+)
 from churnflow.landing import REQUIRED_ORDER_COLUMNS, FileSummary, check_landing
 from churnflow.settings import DEFAULT_MAX_REJECT_SHARE
 from churnflow.spark import SESSION_SETTINGS
@@ -179,12 +186,12 @@ def _cached(stack: ExitStack, frame: DataFrame) -> DataFrame:
     return frame
 
 
-def _check_parquet_types(lake: Lake, path: Path) -> None:
+def _check_parquet_types(lake: Lake, summary: FileSummary) -> None:
     """A contract column of a type that no cast can read right fails the file, not its rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(path)
+    schema = pq.read_schema(summary.file.location, filesystem=lake.filesystem)
     families = {
         "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
         "integer": pa.types.is_integer,
@@ -196,7 +203,7 @@ def _check_parquet_types(lake: Lake, path: Path) -> None:
         kind = schema.field(column).type
         if not any(families[family](kind) for family in allowed):
             raise IngestError(
-                f"{lake.relative(path)}: column {column} has type {kind}; the landing contract "
+                f"{summary.relative}: column {column} has type {kind}; the landing contract "
                 f"for {RAW_ORDERS} reads it from {' or '.join(allowed)} values "
                 "(timestamps in at most microseconds)"
             )
@@ -207,16 +214,15 @@ def _read_file(spark: SparkSession, lake: Lake, summary: FileSummary) -> DataFra
     from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql.types import StringType, StructField, StructType
 
-    path = summary.path
     duplicated = sorted({c for c in REQUIRED_ORDER_COLUMNS if summary.columns.count(c) > 1})
     if duplicated:
         raise IngestError(
-            f"{lake.relative(path)}: column(s) {', '.join(duplicated)} appear more than once "
+            f"{summary.relative}: column(s) {', '.join(duplicated)} appear more than once "
             f"in the header; columns found: {', '.join(summary.columns)}"
         )
-    if path.suffix == ".parquet":
-        _check_parquet_types(lake, path)
-        frame = spark.read.parquet(file_uri(path))
+    if summary.file.suffix == ".parquet":
+        _check_parquet_types(lake, summary)
+        frame = spark.read.parquet(summary.file.uri)
     else:
         # The file's own header, all strings; extra or repeated other names get a placeholder.
         schema = StructType(
@@ -228,7 +234,7 @@ def _read_file(spark: SparkSession, lake: Lake, summary: FileSummary) -> DataFra
             ]
         )
         frame = spark.read.csv(
-            file_uri(path),
+            summary.file.uri,
             schema=schema,
             header=True,
             escape='"',
@@ -237,7 +243,7 @@ def _read_file(spark: SparkSession, lake: Lake, summary: FileSummary) -> DataFra
         )
     return frame.select(
         *(F.col(f"`{c}`").cast("string").alias(c) for c in REQUIRED_ORDER_COLUMNS),
-        F.lit(lake.relative(path)).alias("source_file"),
+        F.lit(summary.relative).alias("source_file"),
     )
 
 
@@ -456,13 +462,13 @@ def ingest_orders(
             duplicates_collapsed=counts.get(_COLLAPSED, 0),
             rejects=rejects,
         )
-        raw_partition = lake.relative(landing.partition)
+        raw_partition = partition_relative(RAW_ORDERS, ds)
         if summary.rows_read == 0:
             raise IngestError(
                 f"ingest ds={ds}: {raw_partition} has no rows in {summary.files} file(s); "
                 f"{SILVER_ORDERS} ds={ds} left as it was"
             )
-        quarantine = lake.relative(lake.partition_path(QUARANTINE_ORDERS, ds))
+        quarantine = partition_relative(QUARANTINE_ORDERS, ds)
         _write_quarantine(classified, lake, ds)
         if summary.reject_share > max_reject_share:
             raise IngestError(

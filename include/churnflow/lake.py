@@ -111,6 +111,11 @@ class LakeFile:
     def suffix(self) -> str:
         return self.path.suffix
 
+    @property
+    def shown(self) -> str:
+        """How messages name the file: its path in a folder lake, its URI in a bucket."""
+        return str(self.path) if self.uri.startswith("file://") else self.uri
+
 
 def _exchange(first: Path, second: Path) -> bool:
     """Swap two paths atomically; False where the platform cannot (caller falls back)."""
@@ -242,6 +247,10 @@ class Lake:
 
     def partition_uri(self, dataset: str, ds: date, key: str = PARTITION_KEY) -> str:
         return file_uri(self.partition_path(dataset, ds, key))
+
+    def partition_shown(self, dataset: str, ds: date, key: str = PARTITION_KEY) -> str:
+        """How messages name a partition: its folder here, its URI in a bucket."""
+        return str(self.partition_path(dataset, ds, key))
 
     def relative(self, path: Path) -> str:
         """A path inside the lake as people read it in messages: `raw/orders/ds=…/a.csv`."""

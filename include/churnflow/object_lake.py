@@ -124,13 +124,21 @@ class ObjectStoreLake(Lake):
         self._no_folder("partition_path")
 
     def local_folder(self, relative: str) -> NoReturn:
-        self._no_folder("local_folder")
+        raise ConfigError(
+            f"CHURNFLOW_LAKE={self.uri}: {relative} is a Great Expectations Data Docs site, a "
+            "tree of files that this release keeps in a folder lake only; run the steps that "
+            "validate (ingest, features, validate) on a folder lake, e.g. a ReadWriteMany "
+            "volume (CHURNFLOW_LAKE_PVC, docs/deploy.md)"
+        )
 
     def dataset_uri(self, dataset: str) -> str:
         return f"{self.uri}/{dataset}"
 
     def partition_uri(self, dataset: str, ds: date, key: str = PARTITION_KEY) -> str:
         return f"{self.dataset_uri(dataset)}/{partition_name(ds, key)}"
+
+    def partition_shown(self, dataset: str, ds: date, key: str = PARTITION_KEY) -> str:
+        return self.partition_uri(dataset, ds, key)
 
     def relative(self, path: Path | PurePosixPath | str) -> str:
         text = str(path)

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from churnflow.bands import Band, Baseline, baseline
 from churnflow.errors import ConfigError, DataError
 from churnflow.lake import REPORTS as REPORTS_AREA
-from churnflow.lake import Lake, partition_name
+from churnflow.lake import Lake, partition_name, partition_relative
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,7 +248,7 @@ class ValidationSummary:
 
     suite: str
     ds: date
-    partition: Path
+    partition: Path | str
     rows: int
     evaluated: int
     failures: tuple[Failure, ...]
@@ -365,14 +365,14 @@ def validate(
     lake = Lake.of(lake)
     accept = accept.strip() if accept and accept.strip() else None
     definition = SuiteDefinition.load(suite)
-    partition = staged or lake.partition_path(definition.dataset, ds)
-    _require_data(partition, suite)
+    site = docs_dir(lake, suite)  # before any Spark work: a bucket lake has no site folder
+    partition, sources = _data_of(lake, definition.dataset, ds, staged, suite)
     spark = get_spark()
-    frame = spark.read.parquet(str(partition))  # as_uri() would escape the `=` of ds=…
+    frame = spark.read.parquet(*sources)
     history = earlier_partitions(lake, definition.dataset, ds, definition.history_partitions)
     bands = definition.bands
     per_day = history_stats(
-        spark, lake.dataset_path(definition.dataset), history, [b.stat for b in bands]
+        spark, lake.dataset_uri(definition.dataset), history, [b.stat for b in bands]
     )
     expected = {stat: baseline(values, ds) for stat, values in per_day.items()}
     parameters: dict[str, Any] = {
@@ -383,7 +383,7 @@ def validate(
         parameters |= check.parameters(expected[check.stat])
     rows = to_pandas(frame)
     gx_rows = definition.gx_expectations(expected)
-    with _site_lock(docs_dir(lake, suite)):
+    with _site_lock(site):
         context, results = _run_checkpoints(
             lake,
             ds,
@@ -411,7 +411,7 @@ def validate(
             rows=len(rows),
             evaluated=sum(len(result.results) for result in results.values()),
             failures=tuple(failures),
-            history=tuple(_day_of(path) for path in history),
+            history=tuple(_day_of(uri) for uri in history),
             parameters=parameters,
             docs=docs_dir(lake, suite) / "index.html",
             warnings=tuple(warnings),
@@ -431,7 +431,7 @@ def _record_acceptance(lake: Lake, dataset: str, summary: ValidationSummary) -> 
     record = {
         "suite": summary.suite,
         "ds": summary.ds.isoformat(),
-        "partition": lake.relative(lake.partition_path(dataset, summary.ds)),
+        "partition": partition_relative(dataset, summary.ds),
         "reason": summary.accepted,
         "accepted": [w.line() for w in summary.warnings if w.level == FAIL],
         "warnings": [w.line() for w in summary.warnings if w.level == WARN],
@@ -442,25 +442,40 @@ def _record_acceptance(lake: Lake, dataset: str, summary: ValidationSummary) -> 
     )
 
 
-def _require_data(partition: Path, suite: str) -> None:
-    if not partition.is_dir():
+def _data_of(
+    lake: Lake, dataset: str, ds: date, staged: Path | None, suite: str
+) -> tuple[Path | str, list[str]]:
+    """The partition to check (as messages name it) and what Spark reads: the staged folder,
+    or the published partition's files by name (in a folder or a bucket alike)."""
+    if staged is not None:
+        found, sources = staged.is_dir(), [str(staged)]  # as_uri() would escape ds=…'s `=`
+        has_data = bool(Lake.data_files(staged))
+        partition: Path | str = staged
+    else:
+        partition = lake.partition_shown(dataset, ds)
+        found = lake.exists(dataset, ds)
+        sources = [item.uri for item in lake.files(dataset, ds)]
+        has_data = bool(sources)
+    if not found:
         raise ValidationError(f"{suite}: partition {partition} does not exist; nothing to validate")
-    if not Lake.data_files(partition):
+    if not has_data:
         raise ValidationError(f"{suite}: partition {partition} has no data files")
+    return partition, sources
 
 
-def _day_of(partition: Path) -> date:
-    return date.fromisoformat(partition.name.removeprefix("ds="))
+def _day_of(partition: str) -> date:
+    return date.fromisoformat(partition.rstrip("/").rpartition("/")[2].removeprefix("ds="))
 
 
-def earlier_partitions(lake: Lake, dataset: str, ds: date, limit: int) -> list[Path]:
-    """The latest `limit` published partitions before `ds` that hold data, oldest first."""
+def earlier_partitions(lake: Lake, dataset: str, ds: date, limit: int) -> list[str]:
+    """The URIs of the latest `limit` published partitions before `ds` that hold data,
+    oldest first."""
     days = [day for day in lake.partitions(dataset) if day < ds][-limit:]
-    return [lake.partition_path(dataset, day) for day in days]
+    return [lake.partition_uri(dataset, day) for day in days]
 
 
 def history_stats(
-    spark: SparkSession, root: Path, history: Sequence[Path], stats: Sequence[str]
+    spark: SparkSession, root: str, history: Sequence[str], stats: Sequence[str]
 ) -> dict[str, dict[date, float]]:
     """Each statistic per earlier day, from one Spark aggregation over their partitions.
 

@@ -32,7 +32,7 @@ def _generate(lake: Path, defect: Defect | None = None, file_format: str = "csv"
 def test_a_clean_partition_passes_with_its_row_count(tmp_path: Path, file_format: str) -> None:
     folder = _generate(tmp_path, file_format=file_format)
     summary = check_landing(tmp_path, DAY)
-    assert summary.partition == folder
+    assert summary.partition == str(folder)
     assert summary.rows > 0
     assert [f.path.name for f in summary.files] == [f"part-00000.{file_format}"]
 

@@ -24,11 +24,14 @@ import pyarrow.fs as pafs
 import pytest
 
 from churnflow.drift import predictions_of
-from churnflow.errors import ConfigError
+from churnflow.errors import ConfigError, LandingError
+from churnflow.generate import GenerateRequest, generate
 from churnflow.lake import CUSTOMER_FEATURES, PREDICTIONS, RAW_CUSTOMERS, RAW_ORDERS, Lake
+from churnflow.landing import check_landing
 from churnflow.object_lake import POINTER, ObjectStoreLake
 from churnflow.scoring import SCORE, day_features
 from churnflow.spark import S3A_SETTINGS, s3a_settings
+from churnflow.validate import validate
 from tests.conftest import run_cli
 
 DAY = date(2026, 3, 1)
@@ -271,3 +274,31 @@ def test_the_python_readers_of_the_steps_read_a_bucket_lake(lake: Lake) -> None:
     assert features.rows == 2 and features.files[0].endswith(".parquet")
     read = predictions_of(lake, DAY)
     assert read is not None and read[SCORE].tolist() == [0.25, 0.75]
+
+
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_the_landing_check_reads_a_bucket_lake(
+    bucket_lake: ObjectStoreLake, file_format: str
+) -> None:
+    request = GenerateRequest(
+        start=DAY, end=DAY, customers=50, file_format=file_format, defect=None, defect_ds=None
+    )
+    generate(request, bucket_lake, progress=False)
+    summary = check_landing(bucket_lake, DAY)
+    assert summary.rows > 0 and summary.partition == bucket_lake.partition_uri(RAW_ORDERS, DAY)
+    assert [item.relative for item in summary.files] == [
+        f"raw/orders/ds=2026-03-01/part-00000.{file_format}"
+    ]
+
+
+def test_the_landing_check_names_an_empty_object_in_a_bucket(bucket_lake: ObjectStoreLake) -> None:
+    _publish(bucket_lake, RAW_ORDERS, {"part-00000.csv": ""})
+    with pytest.raises(LandingError, match=r"s3a://.*/part-00000\.\w+\.csv: file is empty"):
+        check_landing(bucket_lake, DAY)
+
+
+def test_validation_on_a_bucket_lake_fails_before_spark_naming_the_data_docs_site(
+    bucket_lake: ObjectStoreLake,
+) -> None:
+    with pytest.raises(ConfigError, match=r"reports/gx/silver_orders is a Great Expectations"):
+        validate(bucket_lake, DAY, "silver_orders")
