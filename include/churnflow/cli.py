@@ -41,7 +41,7 @@ def _generate(args: argparse.Namespace) -> None:
     counts = generate(request, lake, progress=not args.quiet)
     print(
         f"wrote {counts['days']} day(s) of raw orders ({counts['orders']} orders, "
-        f"{counts['customers']} customer rows) under {lake.uri}"
+        f"{counts['customers']} customer rows) under {lake.shown}"
     )
 
 
@@ -51,7 +51,7 @@ def _check_landing(args: argparse.Namespace) -> None:
 
     summary = check_landing(Lake.from_settings(), args.ds)
     for item in summary.files:
-        print(f"{item.path.name}: {item.rows} rows")
+        print(f"{item.file.name}: {item.rows} rows")
     files = len(summary.files)
     print(f"ds={args.ds}: {summary.rows} orders in {files} file(s) at {summary.partition}")
 

@@ -113,7 +113,7 @@ def reference_of(
     if not files:
         raise DriftInputError(
             f"{where}: the training set of {MODEL_NAME} v{version}, the drift reference, is "
-            f"not in the lake at {lake.uri}; rebuild it (`churnflow training-set --as-of "
+            f"not in the lake at {lake.shown}; rebuild it (`churnflow training-set --as-of "
             f"{as_of}`)"
         )
     frame = _read_files(lake, files)
@@ -288,7 +288,7 @@ def drift(
     predictions = predictions_of(lake, ds)
     if predictions is None:
         raise DriftInputError(
-            f"{partition_relative(PREDICTIONS, ds)}: no predictions in {lake.uri}, nothing to "
+            f"{partition_relative(PREDICTIONS, ds)}: no predictions in {lake.shown}, nothing to "
             f"judge; score the day first (churn_scoring for {ds})"
         )
     version = int(predictions["model_version"].iloc[0])

@@ -266,10 +266,11 @@ def build_features(
     accept: str | None = None,
 ) -> FeaturesResult:
     """Build, check and publish the day's features; raise FeaturesError on any failure."""
-    from churnflow.validate import validate
+    from churnflow.validate import require_site, validate
 
     started = time.perf_counter()
     lake = Lake.of(lake)
+    require_site(lake, "customer_features")
     settings = settings or DbtSettings.from_env()
     plan = plan_build(lake, ds)
     spark = None

@@ -438,7 +438,10 @@ def ingest_orders(
     check, so a missing or empty delivery fails in a second, before a JVM starts. `accept` is
     an operator's reason to publish a day the statistical checks flag (recorded with it).
     """
+    from churnflow.validate import require_site
+
     lake = Lake.of(lake)
+    require_site(lake, "silver_orders")
     try:
         landing = check_landing(lake, ds)
     except LandingError as err:

@@ -109,7 +109,8 @@ class LakeFile:
 
     @property
     def suffix(self) -> str:
-        return self.path.suffix
+        """Of the name a step wrote (an object's name in a bucket carries a version)."""
+        return PurePath(self.name).suffix
 
     @property
     def shown(self) -> str:
@@ -199,6 +200,13 @@ class Lake:
             return super().__new__(ObjectStoreLake)
         return super().__new__(cls)
 
+    def __getnewargs__(self) -> tuple[str]:
+        """pickle and copy rebuild a lake through __new__, which dispatches on the URI."""
+        return (self.uri,)
+
+    # Whether the lake keeps trees of files a library writes itself (GX Data Docs sites).
+    holds_folders = True
+
     def __init__(self, uri: str) -> None:
         text = str(uri).strip()
         root = text.removeprefix("file://")
@@ -228,6 +236,11 @@ class Lake:
     def uri(self) -> str:
         """`file:///abs/path`: what Spark and dbt are given."""
         return file_uri(self.root)
+
+    @property
+    def shown(self) -> str:
+        """How messages name the lake: its folder here, its URI in a bucket."""
+        return str(self.root)
 
     @property
     def filesystem(self) -> pafs.FileSystem:

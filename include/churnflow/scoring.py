@@ -179,7 +179,7 @@ def day_features(lake: Lake, ds: date) -> DayFeatures:
     files = lake.files(CUSTOMER_FEATURES, ds)
     if not files:
         raise ScoringInputError(
-            f"{dataset}: no published features in {lake.uri} (the partition is missing or "
+            f"{dataset}: no published features in {lake.shown} (the partition is missing or "
             f"holds no data file); run churn_features for {ds} first"
         )
     schema, rows = None, 0

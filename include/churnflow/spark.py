@@ -63,14 +63,16 @@ S3A_SETTINGS = {
 
 def s3a_settings(env: Mapping[str, str] = os.environ) -> dict[str, str]:
     """S3A_SETTINGS plus the endpoint and region of an S3-compatible store, when set."""
+    from churnflow.object_lake import aws_endpoint, aws_region
+
     settings = dict(S3A_SETTINGS)
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    endpoint = aws_endpoint(env)
     if endpoint:
         settings["spark.hadoop.fs.s3a.endpoint"] = endpoint
         settings["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
             endpoint.startswith("https://")
         ).lower()
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    region = aws_region(env)
     if region:
         settings["spark.hadoop.fs.s3a.endpoint.region"] = region
     return settings
@@ -132,7 +134,9 @@ def get_spark(shared: str | None = None) -> SparkSession:
         "spark.hadoop.javax.jdo.option.ConnectionURL": derby,
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
     }
-    if is_object_store_uri(os.environ.get("CHURNFLOW_LAKE", "")):
+    from churnflow.settings import get_settings
+
+    if is_object_store_uri(get_settings().lake):
         settings.update(s3a_settings())
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -327,6 +327,17 @@ def day_page(lake: Lake | Path, suite: str, ds: date) -> Path:
     return pages[-1] if pages else site / "index.html"
 
 
+def require_site(lake: Lake, suite: str) -> None:
+    """Fail before any Spark work where the lake cannot keep the suite's Data Docs site."""
+    if not lake.holds_folders:
+        raise ConfigError(
+            f"CHURNFLOW_LAKE={lake.uri}: {REPORTS}/{suite} is a Great Expectations Data Docs "
+            "site, a tree of files that this release keeps in a folder lake only; run the "
+            "steps that validate (ingest, features, validate) on a folder lake, e.g. a "
+            "ReadWriteMany volume (CHURNFLOW_LAKE_PVC, docs/deploy.md)"
+        )
+
+
 def docs_dir(lake: Lake | Path, suite: str) -> Path:
     """The suite's Data Docs site; `index.html` there lists every validated day."""
     return Lake.of(lake).local_folder(f"{REPORTS}/{suite}")
@@ -365,7 +376,7 @@ def validate(
     lake = Lake.of(lake)
     accept = accept.strip() if accept and accept.strip() else None
     definition = SuiteDefinition.load(suite)
-    site = docs_dir(lake, suite)  # before any Spark work: a bucket lake has no site folder
+    require_site(lake, suite)
     partition, sources = _data_of(lake, definition.dataset, ds, staged, suite)
     spark = get_spark()
     frame = spark.read.parquet(*sources)
@@ -383,7 +394,7 @@ def validate(
         parameters |= check.parameters(expected[check.stat])
     rows = to_pandas(frame)
     gx_rows = definition.gx_expectations(expected)
-    with _site_lock(site):
+    with _site_lock(docs_dir(lake, suite)):
         context, results = _run_checkpoints(
             lake,
             ds,

@@ -82,6 +82,9 @@ class StepSettings:
     landing_poke_interval_s: int
     pod_env: dict[str, str] = field(default_factory=dict)
     lake_pvc: str | None = None
+    # An object-store lake's keys come from the Secret; False where pods get their identity
+    # from the cluster (IRSA, workload identity, an instance profile) and need none.
+    lake_keys_from_secret: bool = True
     spark_remote: str | None = None
     profile_pools: dict[str, str] = field(default_factory=dict)
 
@@ -119,7 +122,16 @@ OBJECT_STORE_SCHEMES = ("s3://", "s3a://")
 
 
 def is_object_store(lake: str) -> bool:
-    return lake.strip().startswith(OBJECT_STORE_SCHEMES)
+    """The Airflow side's copy of `churnflow.lake.is_object_store_uri` (plugins never import
+    the task package); tests/plugins keep the two equal."""
+    return lake.strip().lower().startswith(OBJECT_STORE_SCHEMES)
+
+
+def lake_uri(lake: str) -> str:
+    """Object-storage URI of the lake: a bare folder becomes file://, Hadoop's s3a:// is s3://."""
+    if "://" not in lake:
+        return f"file://{lake}"
+    return lake.replace("s3a://", "s3://", 1)
 
 
 def folder_path(lake: str) -> str:
@@ -160,6 +172,16 @@ def _check_pod_lake(lake: str, pvc: str | None) -> None:
             f"CHURNFLOW_LAKE_PVC={pvc!r} is mounted in every pod at the CHURNFLOW_LAKE folder, "
             f"so CHURNFLOW_LAKE must be an absolute folder path (e.g. /data/lake); got {lake!r}"
         )
+
+
+def _lake_keys_from_secret() -> bool:
+    value = os.environ.get("CHURNFLOW_LAKE_AWS_KEYS", "secret").strip().lower()
+    if value not in ("secret", "none"):
+        raise ConfigurationError(
+            f"CHURNFLOW_LAKE_AWS_KEYS={value!r}: use `secret` (the keys aws-access-key-id and "
+            "aws-secret-access-key of CHURNFLOW_K8S_SECRET) or `none` (the pods' own identity)"
+        )
+    return value == "secret"
 
 
 def _check_spark_remote(remote: str, lake: str) -> None:
@@ -233,4 +255,5 @@ def load_settings() -> StepSettings:
         lake_pvc=lake_pvc,
         spark_remote=spark_remote,
         profile_pools=profile_pools,
+        lake_keys_from_secret=_lake_keys_from_secret(),
     )

@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
+from churnflow_airflow.config import lake_uri
+
 REPORTS_URL_PREFIX = "/churnflow"
 # The lake's folders whose pages are served: churnflow.lake's REPORTS and the root of its
 # monitoring datasets (the plugin never imports the task package; a test keeps them equal).
@@ -35,8 +37,8 @@ def local_folder(lake: str) -> str | None:
 def reports_url(path: str, lake: str) -> str | None:
     """The http URL of a page under one of the lake's served folders; None for any other path."""
     folder = local_folder(lake)
-    if folder is None:
-        root = f"{lake.rstrip('/')}/"
+    if folder is None:  # the task side prints s3a://, the setting may say s3://
+        root, path = f"{lake_uri(lake).rstrip('/')}/", lake_uri(path)
     else:  # the step prints a resolved path; the lake setting may be relative or a link
         root = f"{os.path.realpath(folder)}/"
         path = os.path.realpath(path.removeprefix("file://"))

@@ -14,14 +14,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from churnflow_airflow.config import load_settings
-
-
-def lake_uri(lake: str) -> str:
-    """Object-storage URI of the lake: a bare folder becomes file://, Hadoop's s3a:// is s3://."""
-    if "://" not in lake:
-        return f"file://{lake}"
-    return lake.replace("s3a://", "s3://", 1)
+from churnflow_airflow.config import lake_uri, load_settings
 
 
 class LandingPartitionSensor(BaseSensorOperator):

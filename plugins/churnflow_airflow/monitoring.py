@@ -17,9 +17,8 @@ from typing import Any
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from churnflow_airflow.config import load_settings
+from churnflow_airflow.config import lake_uri, load_settings
 from churnflow_airflow.data_docs import reports_url
-from churnflow_airflow.landing_sensor import lake_uri
 from churnflow_airflow.slack import drift_summary, promotion_outcome, send
 
 DRIFT, DECISIONS = "monitoring/drift", "monitoring/decisions"

@@ -44,7 +44,8 @@ OBJECT_STORE_SECRETS = (
 
 def lake_secrets(settings: StepSettings) -> tuple[SecretRef, ...]:
     """The secret references a step needs to reach the lake (none for a folder lake)."""
-    return OBJECT_STORE_SECRETS if settings.object_store_lake else ()
+    keys = settings.object_store_lake and settings.lake_keys_from_secret
+    return OBJECT_STORE_SECRETS if keys else ()
 
 
 @dataclass(frozen=True)

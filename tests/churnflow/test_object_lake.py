@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -25,10 +26,12 @@ import pytest
 
 from churnflow.drift import predictions_of
 from churnflow.errors import ConfigError, LandingError
+from churnflow.features import build_features
 from churnflow.generate import GenerateRequest, generate
+from churnflow.ingest import ingest_orders
 from churnflow.lake import CUSTOMER_FEATURES, PREDICTIONS, RAW_CUSTOMERS, RAW_ORDERS, Lake
 from churnflow.landing import check_landing
-from churnflow.object_lake import POINTER, ObjectStoreLake
+from churnflow.object_lake import PENDING, POINTER, ObjectStoreLake
 from churnflow.scoring import SCORE, day_features
 from churnflow.spark import S3A_SETTINGS, s3a_settings
 from churnflow.validate import validate
@@ -204,17 +207,18 @@ def test_removing_a_partition_unpublishes_it(lake: Lake) -> None:
 # --- what only the object store must show ------------------------------------------------------
 
 
+def _pointer_of(lake: ObjectStoreLake, partition: str) -> dict[str, Any]:
+    with lake.filesystem.open_input_stream(f"{lake.base}/{partition}/{POINTER}") as stream:
+        return json.loads(stream.read())
+
+
 def test_a_republished_partition_leaves_only_its_pointer_and_new_objects(
     bucket_lake: ObjectStoreLake,
 ) -> None:
     partition = "raw/orders/ds=2026-03-01"
     _publish(bucket_lake, RAW_ORDERS, {"part-00000.csv": "old"})
-    # A killed upload of an earlier run: objects of a version no pointer names.
-    bucket_lake.write_bytes(f"{partition}/part-00000.deadbeef0000.csv", b"orphan")
     _publish(bucket_lake, RAW_ORDERS, {"part-00000.csv": "new"})
-
-    pointer = json.loads(bucket_lake.read_bytes(f"{partition}/{POINTER}") or b"{}")
-    version = pointer["version"]
+    version = _pointer_of(bucket_lake, partition)["version"]
     assert _objects(bucket_lake, partition) == [
         f"{partition}/{POINTER}",
         f"{partition}/part-00000.{version}.csv",
@@ -223,6 +227,51 @@ def test_a_republished_partition_leaves_only_its_pointer_and_new_objects(
     assert bucket_lake.uri.startswith("s3a://")
     [item] = bucket_lake.files(RAW_ORDERS, DAY)
     assert item.uri == f"{bucket_lake.uri}/{partition}/part-00000.{version}.csv"
+    assert item.name == "part-00000.csv" and item.suffix == ".csv"
+
+
+def test_a_concurrent_publishs_fresh_upload_survives_another_publish(
+    bucket_lake: ObjectStoreLake,
+) -> None:
+    """Objects no pointer names go only once stale: they may be another attempt's upload."""
+    partition = "raw/orders/ds=2026-03-01"
+    _publish(bucket_lake, RAW_ORDERS, {"part-00000.csv": "old"})
+    bucket_lake.write_bytes(f"{partition}/part-00000.0123456789ab.csv", b"other attempt")
+    _publish(bucket_lake, RAW_ORDERS, {"part-00000.csv": "new"})
+    assert f"{partition}/part-00000.0123456789ab.csv" in _objects(bucket_lake, partition)
+    assert _texts(bucket_lake, RAW_ORDERS) == {"part-00000.csv": "new"}
+
+
+def test_a_killed_first_publish_is_no_data_and_goes_with_the_next_publish(
+    bucket_lake: ObjectStoreLake,
+) -> None:
+    partition = "raw/orders/ds=2026-03-01"
+    bucket_lake.write_bytes(f"{partition}/{PENDING}", b"0123456789ab")
+    bucket_lake.write_bytes(f"{partition}/part-00000.0123456789ab.csv", b"half")
+    assert bucket_lake.files(RAW_ORDERS, DAY) == []
+    assert bucket_lake.partitions(RAW_ORDERS) == []
+    _publish(bucket_lake, RAW_ORDERS, {"part-00000.csv": "whole"})
+    version = _pointer_of(bucket_lake, partition)["version"]
+    assert _objects(bucket_lake, partition) == [
+        f"{partition}/{POINTER}",
+        f"{partition}/part-00000.{version}.csv",
+    ]
+
+
+def test_a_delivery_without_a_pointer_is_read_as_it_is(bucket_lake: ObjectStoreLake) -> None:
+    """Upstream writes plain objects under raw/orders/ds=D/, as into a folder."""
+    partition = "raw/orders/ds=2026-03-01"
+    header = "order_id,customer_id,order_ts,amount,items\n"
+    bucket_lake.write_bytes(
+        f"{partition}/orders-a.csv", f"{header}o1,c1,2026-03-01T10:00:00Z,9.5,1\n".encode()
+    )
+    bucket_lake.write_bytes(f"{partition}/_SUCCESS", b"")
+    assert bucket_lake.partitions(RAW_ORDERS) == [DAY]
+    [item] = bucket_lake.files(RAW_ORDERS, DAY)
+    assert item.uri == f"{bucket_lake.uri}/{partition}/orders-a.csv"
+    assert check_landing(bucket_lake, DAY).rows == 1
+    bucket_lake.remove(RAW_ORDERS, DAY)
+    assert _objects(bucket_lake, partition) == []
 
 
 def test_a_failed_publish_uploads_nothing_the_pointer_names(bucket_lake: ObjectStoreLake) -> None:
@@ -297,8 +346,16 @@ def test_the_landing_check_names_an_empty_object_in_a_bucket(bucket_lake: Object
         check_landing(bucket_lake, DAY)
 
 
-def test_validation_on_a_bucket_lake_fails_before_spark_naming_the_data_docs_site(
-    bucket_lake: ObjectStoreLake,
+@pytest.mark.parametrize("step", ["validate", "ingest", "features"])
+def test_the_steps_that_validate_stop_on_a_bucket_lake_before_spark(
+    bucket_lake: ObjectStoreLake, step: str
 ) -> None:
-    with pytest.raises(ConfigError, match=r"reports/gx/silver_orders is a Great Expectations"):
-        validate(bucket_lake, DAY, "silver_orders")
+    """They keep a GX Data Docs site, which only a folder lake holds: refused up front."""
+    run = {
+        "validate": lambda: validate(bucket_lake, DAY, "silver_orders"),
+        "ingest": lambda: ingest_orders(bucket_lake, DAY),
+        "features": lambda: build_features(bucket_lake, DAY),
+    }[step]
+    with pytest.raises(ConfigError, match=r"reports/gx/\w+ is a Great Expectations"):
+        run()
+    assert _objects(bucket_lake, "") == []  # nothing was written

@@ -546,7 +546,7 @@ def test_task_logs_go_to_the_object_store_through_a_connection_from_a_secret() -
 def test_the_airflow_image_can_write_task_logs_to_s3() -> None:
     """S3 remote logging is the Amazon provider's; the image must install it."""
     listed = AIRFLOW_IMAGE_REQUIREMENTS.read_text().splitlines()
-    wanted = {line.split("#", 1)[0].strip() for line in listed}
+    wanted = {line.split("#", 1)[0].split("[", 1)[0].strip() for line in listed}
     assert "apache-airflow-providers-amazon" in wanted, (
         "remote_base_log_folder is s3://: add apache-airflow-providers-amazon to the lock and "
         "to images/airflow/requirements.in"

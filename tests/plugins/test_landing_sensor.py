@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from churnflow_airflow.landing_sensor import LandingPartitionSensor, lake_uri
+from churnflow_airflow.config import lake_uri
+from churnflow_airflow.landing_sensor import LandingPartitionSensor
 
 DS = "2026-03-01"
 

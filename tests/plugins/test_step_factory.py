@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-from churnflow_airflow.config import ConfigurationError, load_settings
+from churnflow_airflow.config import ConfigurationError, is_object_store, load_settings
 from churnflow_airflow.local_runner import LocalStepOperator
 from churnflow_airflow.profiles import PROFILES
 from churnflow_airflow.steps import SecretRef, step
@@ -123,6 +123,27 @@ def test_an_object_store_lake_makes_its_keys_secret_references_under_both_runner
     assert "AWS_ACCESS_KEY_ID" not in local.env
     monkeypatch.setenv("CHURNFLOW_LAKE", "/tmp/lake")
     assert step("ingest_orders", image="spark", argv=ARGV).secrets == ()
+
+
+def test_pods_with_their_own_cloud_identity_get_no_lake_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CHURNFLOW_RUNNER", raising=False)
+    monkeypatch.setenv("CHURNFLOW_LAKE", "S3://churn-lake/dev")
+    monkeypatch.setenv("CHURNFLOW_LAKE_AWS_KEYS", "none")
+    assert step("ingest_orders", image="spark", argv=ARGV).secrets == ()
+    monkeypatch.setenv("CHURNFLOW_LAKE_AWS_KEYS", "vault")
+    with pytest.raises(ConfigurationError, match="CHURNFLOW_LAKE_AWS_KEYS='vault'"):
+        step("ingest_orders", image="spark", argv=ARGV)
+
+
+@pytest.mark.parametrize(
+    "lake", ["s3://b/x", "S3A://b/x", " s3a://b", "/data/lake", "file:///data/lake", "gs://b"]
+)
+def test_the_airflow_side_tells_an_object_store_lake_as_the_task_side_does(lake: str) -> None:
+    from churnflow.lake import is_object_store_uri
+
+    assert is_object_store(lake) == is_object_store_uri(lake)
 
 
 POOL_SETTINGS = {"CHURNFLOW_SPARK_POOL": "spark", "CHURNFLOW_GPU_POOL": "gpu"}

@@ -107,6 +107,11 @@ def test_reports_of_an_object_store_lake_use_the_configured_site(
     assert reports_url("s3a://elsewhere/x.html", "s3a://lake/prod") is None
     silver = "s3a://lake/prod/silver/orders/ds=2026-03-01/part-0.parquet"
     assert reports_url(silver, "s3a://lake/prod") is None
+    # The task side names pages s3a://…; the setting may say s3://.
+    drift = "s3a://lake/prod/monitoring/drift/ds=2026-03-01/report.html"
+    assert reports_url(drift, "s3://lake/prod/") == (
+        "https://reports.example.com/churn/monitoring/drift/ds=2026-03-01/report.html"
+    )
 
 
 def test_the_reports_app_serves_only_files_under_the_reports_folder(tmp_path: Path) -> None:
