@@ -17,7 +17,6 @@ one session start per step. The `cluster` target sends the same SQL to a Spark T
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -161,16 +160,13 @@ def _customers_format(lake: Lake) -> str:
     return formats.pop() if formats else ""
 
 
-def partitions_fingerprint(lake: Lake, dataset: str) -> str:
-    """md5 of a dataset's partition folder names (`ds=...`), sorted, one per line.
+def partition_folders(lake: Lake, dataset: str) -> list[str]:
+    """A dataset's partition folder names (`ds=...`), sorted; empty when it does not exist.
 
-    The dbt hook compares it with the metastore's `show partitions` and repairs the table only
-    when they differ; listing one folder here costs milliseconds, a repair up to a second.
+    The dbt hook adds to (or drops from) the metastore the ones `show partitions` lacks (or
+    has in excess): listing one folder here costs milliseconds, a repair half a second.
     """
-    if not lake.exists(dataset):
-        return ""
-    names = lake.partition_folders(dataset)
-    return hashlib.md5("\n".join(names).encode(), usedforsecurity=False).hexdigest()
+    return sorted(lake.partition_folders(dataset)) if lake.exists(dataset) else []
 
 
 def _count_rows(folder: Path) -> int:
@@ -179,32 +175,37 @@ def _count_rows(folder: Path) -> int:
     return ds.dataset(folder, format="parquet").count_rows()
 
 
-def _invoke_dbt(settings: DbtSettings, args: Sequence[str]) -> Any:
+def _invoke_dbt(settings: DbtSettings, args: Sequence[str], dbt_vars: dict[str, Any]) -> Any:
+    """`dbt <args>` in this process, on the project's manifest as parsed once
+    (churnflow.dbt_manifest) rather than parsed again because the day's vars changed."""
     from dbt.cli.main import dbtRunner
 
+    from churnflow.dbt_manifest import load_or_parse
+
     project = str(settings.project_dir)
+    common = [
+        "--project-dir",
+        project,
+        "--profiles-dir",
+        project,
+        "--target-path",
+        str(settings.state_dir / "target"),
+        "--log-path",
+        str(settings.state_dir / "logs"),
+        "--no-use-colors",
+        "--no-send-anonymous-usage-stats",
+        # The results come back in-process; writing manifest.json and friends costs about half
+        # a second a run and nothing reads them.
+        "--no-write-json",
+    ]
     with warnings.catch_warnings():
         # dbt-spark's session method asks for Hive support on every statement; over Spark
         # Connect the server already has it and pyspark warns that the static config is fixed.
         warnings.filterwarnings("ignore", message=".*CANNOT_MODIFY_STATIC_CONFIG.*")
-        return dbtRunner().invoke(
-            [
-                *args,
-                "--project-dir",
-                project,
-                "--profiles-dir",
-                project,
-                "--target-path",
-                str(settings.state_dir / "target"),
-                "--log-path",
-                str(settings.state_dir / "logs"),
-                "--no-use-colors",
-                "--no-send-anonymous-usage-stats",
-                # The results come back in-process; writing manifest.json and friends costs
-                # about half a second a run and nothing reads them.
-                "--no-write-json",
-            ]
+        manifest = load_or_parse(
+            common, settings.project_dir, settings.state_dir, settings.target, dbt_vars
         )
+        return dbtRunner(manifest=manifest).invoke([*args, *common, "--vars", json.dumps(dbt_vars)])
 
 
 def _failed_rows(spark: SparkSession | None, sql: str | None) -> list[tuple[Any, ...]]:
@@ -288,14 +289,12 @@ def build_features(
             "state_from_yesterday": plan.state_from_yesterday,
             "raw_customers": _customers_format(lake),
             "lake_partitions": {
-                dataset: partitions_fingerprint(lake, dataset)
+                dataset: partition_folders(lake, dataset)
                 for dataset in (SILVER_ORDERS, RAW_CUSTOMERS, DAILY, STATE, CUSTOMER_FEATURES)
             },
         }
         dbt_started = time.perf_counter()
-        outcome = _invoke_dbt(
-            settings, ["build", "--select", SELECTION, "--vars", json.dumps(dbt_vars)]
-        )
+        outcome = _invoke_dbt(settings, ["build", "--select", SELECTION], dbt_vars)
         dbt_seconds = time.perf_counter() - dbt_started
         node_seconds = _check_result(outcome, ds, lake.uri, spark, settings.state_dir / "logs")
         staged = staging.partition_path("customer_features", ds)

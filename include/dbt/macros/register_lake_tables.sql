@@ -3,8 +3,8 @@
     .yml files) with the partitions the lake has, so a fresh metastore (a new pod, a lost Derby
     folder) rebuilds itself from the lake instead of dbt trying to create tables over existing
     data. The check is cheap when nothing changed (one listing per schema, which dbt does anyway,
-    and one `show partitions` per source); tables are created, and partitions repaired, only
-    when they differ from the lake.
+    and one `show partitions` per source); tables are created, and partitions added or dropped,
+    only when they differ from the lake.
 
     Sources: `meta.external` gives the folder under the lake and the file format, or the var that
     names the format (`format_var`) for an optional dataset; when that var is empty the dataset
@@ -63,22 +63,40 @@
 {% endmacro %}
 
 
-{#- md5 of the table's partition names (`ds=YYYY-MM-DD`), sorted, one per line: what
-    churnflow.features computes from the lake's folders, so equal means nothing to repair. -#}
-{% macro partitions_fingerprint(relation) %}
-    {%- set names = run_query('show partitions ' ~ relation).columns[0].values() | sort -%}
-    {{ return(local_md5(names | join('\n'))) }}
+{#- The partitions the metastore knows must be the lake's folders. churnflow.features lists the
+    lake's (`lake_partitions`, folder names `ds=YYYY-MM-DD` per dataset); the ones that differ
+    are added or dropped by name, which costs one statement, where a repair lists every folder
+    (half a second at a few hundred days). Without the var the table is repaired. A rerun
+    replaces a day's files under the same folder name; Spark keeps no cached file listing to go
+    stale (`spark.sql.hive.filesourcePartitionFileCacheSize=0`, churnflow.spark.SESSION_SETTINGS). -#}
+{% macro sync_partitions(relation, location) %}
+    {%- set lake = var('lake_partitions', {}).get(location) -%}
+    {%- if lake is none -%}
+        {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set known = run_query('show partitions ' ~ relation).columns[0].values() -%}
+    {%- set missing = [] -%}
+    {%- for name in lake if name not in known -%}
+        {%- do missing.append(partition_spec(name)) -%}
+    {%- endfor -%}
+    {%- set gone = [] -%}
+    {%- for name in known if name not in lake -%}
+        {%- do gone.append(partition_spec(name)) -%}
+    {%- endfor -%}
+    {%- if missing -%}
+        {%- do run_query('alter table ' ~ relation ~ ' add if not exists ' ~ missing | join(' ')) -%}
+    {%- endif -%}
+    {%- if gone -%}
+        {%- do run_query('alter table ' ~ relation ~ ' drop if exists ' ~ gone | join(', ')) -%}
+    {%- endif -%}
 {% endmacro %}
 
 
-{#- The partitions the metastore knows must be the lake's folders: repair when their fingerprints
-    (churnflow.features computes the lake's) differ, a new day or one removed. A rerun replaces a
-    day's files under the same folder name; Spark keeps no cached file listing to go stale
-    (`spark.sql.hive.filesourcePartitionFileCacheSize=0`, churnflow.spark.SESSION_SETTINGS). -#}
-{% macro sync_partitions(relation, location) %}
-    {%- if partitions_fingerprint(relation) != var('lake_partitions', {}).get(location) -%}
-        {%- do run_query('msck repair table ' ~ relation ~ ' sync partitions') -%}
-    {%- endif -%}
+{#- `ds=2026-01-31` -> `partition (ds='2026-01-31')`. -#}
+{% macro partition_spec(name) %}
+    {%- set key, value = name.split('=', 1) -%}
+    {{ return("partition (" ~ key ~ "='" ~ value ~ "')") }}
 {% endmacro %}
 
 
