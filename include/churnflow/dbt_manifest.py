@@ -20,11 +20,14 @@ import hashlib
 import json
 import pickle
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from churnflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from churnflow.features import DbtSettings
 
 # The project's own files: what a parse reads (dbt's target/ and logs/ live elsewhere).
 PROJECT_SUFFIXES = (".sql", ".yml", ".yaml", ".md", ".csv")
@@ -43,13 +46,11 @@ def project_key(project_dir: Path, target: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_or_parse(
-    common_args: Sequence[str], project_dir: Path, state_dir: Path, target: str, dbt_vars: Mapping
-) -> Any:
+def load_or_parse(settings: DbtSettings, dbt_vars: Mapping) -> Any:
     """The project's manifest: unpickled when this version of the project was parsed before,
     else parsed now (with this run's vars, which only the parse's Jinja sees) and kept."""
-    cache = state_dir / "manifests"
-    path = cache / f"manifest-{project_key(project_dir, target)}.pickle"
+    cache = settings.state_dir / "manifests"
+    path = cache / f"manifest-{project_key(settings.project_dir, settings.target)}.pickle"
     try:
         with path.open("rb") as handle:
             return _from_fields(pickle.load(handle))
@@ -57,7 +58,7 @@ def load_or_parse(
         pass
     except Exception:  # a torn or foreign file: parse again and replace it
         path.unlink(missing_ok=True)
-    manifest = _parse(common_args, dbt_vars)
+    manifest = _parse(settings, dbt_vars)
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=cache, prefix=".manifest-", delete=False) as handle:
         pickle.dump(_fields(manifest), handle, protocol=pickle.HIGHEST_PROTOCOL)
@@ -82,11 +83,11 @@ def _from_fields(fields: dict[str, Any]) -> Any:
     return Manifest(**fields)
 
 
-def _parse(common_args: Sequence[str], dbt_vars: Mapping) -> Any:
+def _parse(settings: DbtSettings, dbt_vars: Mapping) -> Any:
     from dbt.cli.main import dbtRunner
 
     outcome = dbtRunner().invoke(
-        ["parse", *common_args, "--vars", json.dumps(dict(dbt_vars)), "--no-partial-parse"]
+        ["parse", *settings.cli_args(), "--vars", json.dumps(dict(dbt_vars)), "--no-partial-parse"]
     )
     if not outcome.success or outcome.result is None:
         raise ConfigError(f"dbt could not parse the project: {outcome.exception}")

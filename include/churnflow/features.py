@@ -73,6 +73,25 @@ class DbtSettings:
             target=target,
         )
 
+    def cli_args(self) -> list[str]:
+        """The options every dbt invocation of churnflow passes (parse and build alike)."""
+        project = str(self.project_dir)
+        return [
+            "--project-dir",
+            project,
+            "--profiles-dir",
+            project,
+            "--target-path",
+            str(self.state_dir / "target"),
+            "--log-path",
+            str(self.state_dir / "logs"),
+            "--no-use-colors",
+            "--no-send-anonymous-usage-stats",
+            # The results come back in-process; writing manifest.json and friends costs about
+            # half a second a run and nothing reads them.
+            "--no-write-json",
+        ]
+
 
 @dataclass(frozen=True)
 class FeaturesResult:
@@ -160,15 +179,6 @@ def _customers_format(lake: Lake) -> str:
     return formats.pop() if formats else ""
 
 
-def partition_folders(lake: Lake, dataset: str) -> list[str]:
-    """A dataset's partition folder names (`ds=...`), sorted; empty when it does not exist.
-
-    The dbt hook adds to (or drops from) the metastore the ones `show partitions` lacks (or
-    has in excess): listing one folder here costs milliseconds, a repair half a second.
-    """
-    return sorted(lake.partition_folders(dataset)) if lake.exists(dataset) else []
-
-
 def _count_rows(folder: Path) -> int:
     import pyarrow.dataset as ds
 
@@ -182,30 +192,14 @@ def _invoke_dbt(settings: DbtSettings, args: Sequence[str], dbt_vars: dict[str, 
 
     from churnflow.dbt_manifest import load_or_parse
 
-    project = str(settings.project_dir)
-    common = [
-        "--project-dir",
-        project,
-        "--profiles-dir",
-        project,
-        "--target-path",
-        str(settings.state_dir / "target"),
-        "--log-path",
-        str(settings.state_dir / "logs"),
-        "--no-use-colors",
-        "--no-send-anonymous-usage-stats",
-        # The results come back in-process; writing manifest.json and friends costs about half
-        # a second a run and nothing reads them.
-        "--no-write-json",
-    ]
     with warnings.catch_warnings():
         # dbt-spark's session method asks for Hive support on every statement; over Spark
         # Connect the server already has it and pyspark warns that the static config is fixed.
         warnings.filterwarnings("ignore", message=".*CANNOT_MODIFY_STATIC_CONFIG.*")
-        manifest = load_or_parse(
-            common, settings.project_dir, settings.state_dir, settings.target, dbt_vars
+        manifest = load_or_parse(settings, dbt_vars)
+        return dbtRunner(manifest=manifest).invoke(
+            [*args, *settings.cli_args(), "--vars", json.dumps(dbt_vars)]
         )
-        return dbtRunner(manifest=manifest).invoke([*args, *common, "--vars", json.dumps(dbt_vars)])
 
 
 def _failed_rows(spark: SparkSession | None, sql: str | None) -> list[tuple[Any, ...]]:
@@ -288,8 +282,10 @@ def build_features(
             "aggregate_days": [day.isoformat() for day in plan.aggregate_days],
             "state_from_yesterday": plan.state_from_yesterday,
             "raw_customers": _customers_format(lake),
+            # The dbt hook adds to (or drops from) the metastore the partitions that differ from
+            # these folders: listing them here costs milliseconds, a repair half a second.
             "lake_partitions": {
-                dataset: partition_folders(lake, dataset)
+                dataset: lake.partition_folders(dataset)
                 for dataset in (SILVER_ORDERS, RAW_CUSTOMERS, DAILY, STATE, CUSTOMER_FEATURES)
             },
         }

@@ -28,12 +28,8 @@ def run_vars(ds: str, staging_root: str, state_from_yesterday: bool) -> dict[str
     }
 
 
-def common_args(project: Path, state: Path) -> list[str]:
-    return [
-        "--project-dir", str(project), "--profiles-dir", str(project),
-        "--target-path", str(state / "target"), "--log-path", str(state / "logs"),
-        "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-write-json",
-    ]  # fmt: skip
+def settings(project: Path, state: Path) -> DbtSettings:
+    return DbtSettings(project_dir=project, state_dir=state)
 
 
 def configs(manifest: Any) -> dict[str, dict[str, Any]]:
@@ -54,24 +50,24 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_no_config_or_dependency_depends_on_the_runs_vars(project: Path, tmp_path: Path) -> None:
     first = load_or_parse(
-        common_args(project, tmp_path / "a"), project, tmp_path / "a", "local",
+        settings(project, tmp_path / "a"),
         run_vars("2026-01-01", "file:///lake/features/.staging-a", True),
-    )  # fmt: skip
+    )
     second = load_or_parse(
-        common_args(project, tmp_path / "b"), project, tmp_path / "b", "local",
+        settings(project, tmp_path / "b"),
         run_vars("2026-07-15", "file:///lake/features/.staging-b", False),
-    )  # fmt: skip
+    )
     assert configs(first) == configs(second)
     assert first.flat_graph["sources"], "the on-run-start hook reads the sources from the graph"
 
 
 def test_a_kept_manifest_is_reused_and_an_edit_parses_again(project: Path, tmp_path: Path) -> None:
-    args = common_args(project, tmp_path)
+    kept_in = settings(project, tmp_path)
     dbt_vars = run_vars("2026-01-01", "file:///lake/features/.staging", True)
-    parsed = load_or_parse(args, project, tmp_path, "local", dbt_vars)
+    parsed = load_or_parse(kept_in, dbt_vars)
     kept = list((tmp_path / "manifests").glob("manifest-*.pickle"))
     assert len(kept) == 1
-    reused = load_or_parse(args, project, tmp_path, "local", dbt_vars)
+    reused = load_or_parse(kept_in, dbt_vars)
     assert configs(reused) == configs(parsed)
     # The lookups dbt builds lazily work on the reused copy (a plain pickle of dbt 1.11's
     # Manifest shifts them into the wrong fields).
@@ -81,5 +77,5 @@ def test_a_kept_manifest_is_reused_and_an_edit_parses_again(project: Path, tmp_p
     model = project / "models" / "features" / "customer_daily.sql"
     model.write_text(model.read_text() + "\n-- an edit\n")
     assert project_key(project, "local") != key
-    load_or_parse(args, project, tmp_path, "local", dbt_vars)
+    load_or_parse(kept_in, dbt_vars)
     assert len(list((tmp_path / "manifests").glob("manifest-*.pickle"))) == 2
