@@ -5,7 +5,7 @@ Daily features for day `ds`, on Spark, dbt and Great Expectations. Every dataset
 a hidden staging folder, checked there, and only then published (write, audit, publish): a day
 that fails a check leaves the published partition as it was.
 
-1. `wait_for_orders` — the day's raw orders have landed (reschedule mode).
+1. `wait_for_orders` — the day's raw orders have landed (waits in the triggerer).
 2. `wait_for_previous_ingest` — the previous day's `ingest_orders` succeeded (deduplication
    across days needs it). Fails at once, naming the first failed day, when it did not
    (this replaces `depends_on_past`, under which later days would wait forever).

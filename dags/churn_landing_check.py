@@ -3,7 +3,7 @@
 
 Daily gate on the upstream delivery of **raw orders** for the day `ds`.
 
-1. `wait_for_orders` waits (reschedule mode, no worker slot held) until
+1. `wait_for_orders` waits (in the triggerer, no worker slot held) until
    `raw/orders/ds=<ds>/` holds a data file. It fails with the partition's path when nothing
    lands within `CHURNFLOW_LANDING_TIMEOUT`, and at once when the delivered files are empty.
 2. `check_landing` runs `churnflow check-landing`: every file readable, header with the

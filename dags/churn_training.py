@@ -14,7 +14,7 @@ same day.
 1. `wait_for_features` — `features/customer_features/ds=<as_of>` is published (by
    `churn_features.build_features`). The daily chain publishes days in order, so then the
    silver orders up to `as_of` (the labels) and every earlier snapshot are there too; a run
-   that starts before the day's features waits for them (reschedule mode, up to 12 hours)
+   that starts before the day's features waits for them (in the triggerer, up to 12 hours)
    instead of failing on a missing snapshot.
 2. `build_training_set` — `churnflow training-set`: examples are the published
    `customer_features` snapshots whose label has matured by `as_of` (the newest at `as_of`

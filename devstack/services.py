@@ -334,7 +334,9 @@ def stack_env(config: StackConfig, airflow_db: str) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(config.logs / "airflow"),
         "CHURNFLOW_RUNNER": "local",
         "CHURNFLOW_LAKE": str(config.lake),
-        "CHURNFLOW_LANDING_POKE_INTERVAL": "30",
+        # The landing sensors defer: a check is a folder listing in the triggerer, cheap
+        # enough every few seconds, and each hop of the daily chain waits at most that long.
+        "CHURNFLOW_LANDING_POKE_INTERVAL": "3",
         "CHURNFLOW_LANDING_TIMEOUT": "600",
         "MLFLOW_TRACKING_URI": config.mlflow_url,
         "SPARK_REMOTE": config.spark_remote,

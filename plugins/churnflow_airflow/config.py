@@ -80,6 +80,7 @@ class StepSettings:
     mlflow_tracking_uri: str
     landing_timeout_s: int
     landing_poke_interval_s: int
+    landing_deferrable: bool
     pod_env: dict[str, str] = field(default_factory=dict)
     lake_pvc: str | None = None
     # An object-store lake's keys come from the Secret; False where pods get their identity
@@ -251,6 +252,7 @@ def load_settings() -> StepSettings:
         mlflow_tracking_uri=mlflow_uri,
         landing_timeout_s=_seconds("CHURNFLOW_LANDING_TIMEOUT", 6 * 3600),
         landing_poke_interval_s=_seconds("CHURNFLOW_LANDING_POKE_INTERVAL", 300),
+        landing_deferrable=_flag("CHURNFLOW_LANDING_DEFERRABLE", default=True),
         pod_env=pod_env,
         lake_pvc=lake_pvc,
         spark_remote=spark_remote,
