@@ -174,7 +174,7 @@ class LandingPartitionSensor(BaseSensorOperator):
 
     def _missing(self) -> AirflowSensorTimeout:
         return AirflowSensorTimeout(
-            f"{self.dataset} partition ds={self.ds} is missing: nothing landed at "
+            f"{self.what} is missing: nothing landed at "
             f"{self.partition} within {int(self.timeout)} s{self.timeout_source}; "
             f"check {self.producer} for that day"
         )

@@ -3,7 +3,6 @@ stand-in): the same check in the task and in the triggerer's thread."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
@@ -11,6 +10,7 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from churnflow_airflow.landing_sensor import LandingPartitionSensor, PartitionLandedTrigger
 from tests.churnflow.test_object_lake import BUCKET, s3_endpoint, s3_env  # noqa: F401 (fixtures)
+from tests.plugins.test_landing_sensor import _run_trigger
 
 DS = "2026-03-01"
 
@@ -29,13 +29,7 @@ def test_a_bucket_partition_defers_then_the_trigger_sees_it_land() -> None:
     assert isinstance(trigger, PartitionLandedTrigger)
     assert trigger.uri.startswith(f"s3://{BUCKET}/")
     (sensor.partition / "part-00000.parquet").write_bytes(b"PAR1")
-
-    async def first_event() -> dict[str, str]:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("no event")
-
-    event = asyncio.run(asyncio.wait_for(first_event(), timeout=30))
+    event = _run_trigger(trigger)
     assert event["state"] == "landed", event
     assert "part-00000.parquet" in event["line"]
     assert sensor.poke({}) is True
