@@ -569,6 +569,8 @@ def _context(site: Path) -> AbstractDataContext:
         ProgressBarsConfig,
     )
 
+    from churnflow import data_docs
+
     defaults = InMemoryStoreBackendDefaults()
     stores = dict(defaults.stores)
     # The index lists the days whose results are in this store, so it must outlive the run.
@@ -592,7 +594,8 @@ def _context(site: Path) -> AbstractDataContext:
                     "class_name": "TupleFilesystemStoreBackend",
                     "base_directory": str(site),
                 },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "site_section_builders": data_docs.site_sections(),
+                "site_index_builder": data_docs.index_builder(),
             }
         },
     )
