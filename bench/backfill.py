@@ -42,6 +42,7 @@ from devstack.demo import (  # noqa: E402
     SCORING_DAG,
     DemoPlan,
     ingest_history,
+    paused_at_creation,
     run_backfills,
     train_first_model,
     training_window_days,
@@ -296,7 +297,7 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="churnflow-bench-") as home:
-        config = throwaway_config(Path(home))
+        config = paused_at_creation(throwaway_config(Path(home)))
         try:
             env = up(config, log=console.print)
             window = training_window_days(env)

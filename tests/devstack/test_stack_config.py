@@ -62,3 +62,15 @@ def test_files_holding_secrets_are_created_private(tmp_path: Path) -> None:
     write_env_file(config, env)
     for path in (tmp_path / "home" / "secrets.json", tmp_path / "home" / "env.sh"):
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_the_demo_stack_creates_its_dags_paused(tmp_path: Path) -> None:
+    """Unpaused at creation, the scheduler ran yesterday before the demo loaded its history."""
+    from devstack.demo import paused_at_creation
+
+    config = StackConfig(home=tmp_path, extra_env={"CHURNFLOW_SEED": "7"})
+    plain = stack_env(config, "postgresql://db")
+    demo = stack_env(paused_at_creation(config), "postgresql://db")
+    assert plain["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+    assert demo["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "True"
+    assert demo["CHURNFLOW_SEED"] == "7"  # the caller's extra settings stay
