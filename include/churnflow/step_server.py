@@ -62,7 +62,7 @@ PRELOAD = (
     "dbt.cli.main",
     "dbt.adapters.spark.impl",
     "great_expectations",
-    "churnflow.data_docs",
+    "churnflow.data_docs",  # compiles Data Docs' templates at import
 )
 _HEADER = struct.Struct("!I")
 _MAX_REQUEST = 4 * 1024 * 1024
@@ -165,14 +165,9 @@ class _Running:
 
 
 def preload(modules: Sequence[str] = PRELOAD) -> None:
-    """Import what steps import and compile Data Docs' templates; refuse to serve if that
-    started a thread (forks lose them)."""
+    """Import what steps import; refuse to serve if that started a thread (forks lose them)."""
     for name in modules:
         importlib.import_module(name)
-    if "churnflow.data_docs" in modules:
-        from churnflow.data_docs import warm
-
-        warm()
     extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if extra:
         raise ConfigError(
