@@ -58,10 +58,9 @@ def _check_landing(args: argparse.Namespace) -> None:
 
 def _ingest(args: argparse.Namespace) -> None:
     """One day, or with `--through` every day of a range in order in this one process (a
-    load of history): each day exactly as its own step would run it and publish it; the
-    first day that fails stops the range with its error, the days before it stay published."""
-    from datetime import timedelta
-
+    load of history): each day checked and published as its own step would publish it (the
+    Spark work shared by up to a month of days); the first day that fails stops the range
+    with its error, the days before it stay published."""
     from rich.console import Console
     from rich.progress import track
 
@@ -71,10 +70,12 @@ def _ingest(args: argparse.Namespace) -> None:
     last = args.through or args.ds
     if last < args.ds:
         raise ConfigError(f"ingest: --through {last} is before --ds {args.ds}")
-    days = [args.ds + timedelta(days=n) for n in range((last - args.ds).days + 1)]
+    days = (last - args.ds).days + 1
     progress = Console(stderr=True)
-    for day in track(days, "ingesting raw orders", console=progress, disable=len(days) == 1):
-        print(run_ingest(day), flush=True)
+    lines = run_ingest(args.ds, last)
+    for line in track(lines, "ingesting raw orders", total=days, console=progress,
+                      disable=days == 1):  # fmt: skip
+        print(line, flush=True)
 
 
 def _features(args: argparse.Namespace) -> None:

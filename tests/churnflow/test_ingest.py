@@ -20,6 +20,7 @@ from churnflow.ingest import (
     SILVER_ORDERS,
     IngestError,
     IngestSummary,
+    ingest_days,
     ingest_orders,
 )
 from churnflow.lake import RAW_ORDERS, Lake
@@ -306,3 +307,81 @@ def test_cli_range_ingests_in_order_and_stops_at_the_first_failing_day(tmp_path:
     assert [
         line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("ingest")
     ] == [f"ingest ds={day}" for day in DAYS[:2]]
+
+
+def _rewrite_raw(lake: Path, day: date, rows: list[dict[str, str]]) -> None:
+    """Append rows to the day's raw file; each copies a row of the day and overrides fields."""
+    raw = _raw(lake, day)
+    extra = pd.DataFrame([{**raw.iloc[n].to_dict(), **changes} for n, changes in enumerate(rows)])
+    path = Lake(lake).partition_path(RAW_ORDERS, day) / "part-00000.csv"
+    pd.concat([raw, extra]).to_csv(path, index=False)
+
+
+def _outputs(lake: Path, days: list[date]) -> dict[tuple[str, date], list[tuple[object, ...]]]:
+    return {
+        (dataset, day): sorted(
+            _table(lake, dataset, day).astype(str).itertuples(index=False, name=None)
+        )
+        for dataset in (SILVER_ORDERS, QUARANTINE_ORDERS)
+        for day in days
+    }
+
+
+def test_a_range_in_passes_publishes_exactly_what_day_by_day_ingests_publish(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Order ids that cross days: the pass judges each day against the days before it."""
+    lake = tmp_path / "lake"
+    _generate(lake)
+    ingest_orders(lake, DAYS[0], spark)
+    earlier = _raw(lake, DAYS[0])["order_id"].iloc[0]
+    _rewrite_raw(lake, DAYS[1], [
+        {"order_id": earlier},  # silver held it before the range
+        {"order_id": "Y-1", "amount": "-5.00"},  # broken today, valid tomorrow
+        {"order_id": "Z-1"},  # kept today, seen on the next day
+    ])  # fmt: skip
+    _rewrite_raw(lake, DAYS[2], [
+        {"order_id": "Y-1"},
+        {"order_id": "X-1", "amount": "1.00"},  # two contents today: both rejected...
+        {"order_id": "X-1", "amount": "2.00"},
+        {"order_id": "Z-1"},
+    ])  # fmt: skip
+    _rewrite_raw(lake, DAYS[3], [{"order_id": "X-1"}, {}])  # ...kept here; {} an exact copy
+    _rewrite_raw(lake, DAYS[4], [{"order_id": "Y-1"}])
+    lakes = {name: tmp_path / name for name in ("day_by_day", "passes")}
+    for copy in lakes.values():
+        shutil.copytree(lake, copy)
+
+    by_day = [
+        ingest_orders(lakes["day_by_day"], day, spark, max_reject_share=1.0) for day in DAYS[1:]
+    ]
+    # Passes of DAYS[1..3] and DAYS[4]: ids cross days within a pass and from one to the next.
+    monkeypatch.setattr("churnflow.ingest.DAYS_PER_PASS", 3)
+    passes = list(ingest_days(lakes["passes"], DAYS[1], DAYS[-1], spark, max_reject_share=1.0))
+
+    assert [s.line() for s in passes] == [s.line() for s in by_day]
+    assert [s.rejected_by_rule() for s in by_day] == [
+        {"amount >= 0": 1, "order_id unique across days": 1},
+        {"order_id unique across days": 3},
+        {},
+        {"order_id unique across days": 1},
+    ]
+    assert by_day[2].duplicates_collapsed == 1
+    assert _outputs(lakes["passes"], DAYS[1:]) == _outputs(lakes["day_by_day"], DAYS[1:])
+    silver = Lake(lakes["passes"]).partition_path(SILVER_ORDERS, DAYS[3])
+    assert len([p for p in silver.iterdir() if p.name.endswith(".parquet")]) == 1
+
+
+def test_a_range_stops_at_a_day_over_the_reject_share_with_the_days_before_it_published(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    _generate(lake, Defect.NEGATIVE_AMOUNTS)
+    published: list[date] = []
+    with pytest.raises(IngestError, match=f"ingest ds={DAY}: .* above the limit"):
+        for summary in ingest_days(lake, DAYS[0], DAYS[-1], spark):
+            published.append(summary.ds)
+    assert published == DAYS[:2]
+    assert sorted(Lake(lake).published(SILVER_ORDERS)) == DAYS[:2]
+    assert sorted(Lake(lake).published(QUARANTINE_ORDERS)) == DAYS[:3]
+    assert not list((lake / SILVER_ORDERS).glob(".*")), "the pass's staging is gone"
