@@ -72,6 +72,8 @@ from churnflow.spark import SESSION_SETTINGS
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, Row, SparkSession
 
+    from churnflow.validate import StatsCache
+
 MAX_REJECT_SHARE_ENV = "CHURNFLOW_MAX_REJECT_SHARE"
 # The silver contract: column -> Spark type, in this order.
 SILVER_COLUMNS = {
@@ -566,6 +568,7 @@ def _pass(
         counted = _count(classified)
         _stage(_quarantine_rows(classified), quarantine.root, ("source_file", "order_id", "rule"))
         _stage(_silver_rows(classified), silver.root, ("order_id",))
+        known_stats: StatsCache = {}  # the suite's history statistics, shared by the pass's days
         for day, landing in landings.items():
             counts, rejects = counted.get(day, ({}, ()))
             summary = IngestSummary(
@@ -584,6 +587,7 @@ def _pass(
                 spark=spark,
                 max_reject_share=max_reject_share,
                 accept=accept,
+                known_stats=known_stats,
             )
 
 
@@ -596,6 +600,7 @@ def _publish(
     spark: SparkSession,
     max_reject_share: float,
     accept: str | None,
+    known_stats: StatsCache,
 ) -> IngestSummary:
     """Publish one day of a pass: its quarantine (even when the day then fails), and its
     silver once the reject share and the `silver_orders` suite let it through."""
@@ -623,7 +628,10 @@ def _publish(
     checked: list[str] = []
 
     def audit(staged: Path) -> None:
-        checked.append(validate(lake, ds, "silver_orders", staged=staged, accept=accept).line())
+        result = validate(
+            lake, ds, "silver_orders", staged=staged, accept=accept, known_stats=known_stats
+        )
+        checked.append(result.line())
 
     with lake.publishing(SILVER_ORDERS, ds, audit=audit) as staging:
         _place(silver, ds, staging, _empty_silver(spark))

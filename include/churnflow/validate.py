@@ -68,6 +68,8 @@ _SEVERITY = {WARN: "warning", FAIL: "critical"}
 _SHOWN_VALUES = 5
 
 Ratios = tuple[float | None, float | None]
+# A statistic of one published partition: (partition URI, statistic) -> value (None: no rows).
+StatsCache = dict[tuple[str, str], float | None]
 
 
 class ValidationError(DataError):
@@ -363,6 +365,7 @@ def validate(
     *,
     staged: Path | None = None,
     accept: str | None = None,
+    known_stats: StatsCache | None = None,
 ) -> ValidationSummary:
     """Run the suite's checkpoints on `ds`; raise ValidationError when anything blocks it.
 
@@ -370,6 +373,8 @@ def validate(
     without it the published partition is checked. History always comes from published days.
     `accept` is an operator's reason to let fail-band (statistical) findings through as
     warnings; it is recorded beside the result. Contract failures block whatever the reason.
+    `known_stats` carries earlier days' statistics from one validation to the next (see
+    `history_stats`) for a caller that validates a range of days in order.
     """
     from churnflow.spark import get_spark
 
@@ -383,7 +388,7 @@ def validate(
     history = earlier_partitions(lake, definition.dataset, ds, definition.history_partitions)
     bands = definition.bands
     per_day = history_stats(
-        spark, lake.dataset_uri(definition.dataset), history, [b.stat for b in bands]
+        spark, lake.dataset_uri(definition.dataset), history, [b.stat for b in bands], known_stats
     )
     expected = {stat: baseline(values, ds) for stat, values in per_day.items()}
     parameters: dict[str, Any] = {
@@ -486,23 +491,31 @@ def earlier_partitions(lake: Lake, dataset: str, ds: date, limit: int) -> list[s
 
 
 def history_stats(
-    spark: SparkSession, root: str, history: Sequence[str], stats: Sequence[str]
+    spark: SparkSession,
+    root: str,
+    history: Sequence[str],
+    stats: Sequence[str],
+    known: StatsCache | None = None,
 ) -> dict[str, dict[date, float]]:
     """Each statistic per earlier day, from one Spark aggregation over their partitions.
 
+    `known` holds statistics of partitions computed earlier by the same caller (a load of
+    history validates day after day against nearly the same earlier days); only partitions
+    missing from it are read, and what they give is added to it.
     `mergeSchema` lets an earlier day that lacks a column count as having no value for it
     instead of failing the read; a day whose types conflict fails with a clear message.
     """
     names = sorted(set(stats))
-    per_day: dict[str, dict[date, float]] = {stat: {} for stat in names}
-    if history and names:
+    known = {} if known is None else known
+    missing = [uri for uri in history if any((uri, stat) not in known for stat in names)]
+    if missing and names:
         from pyspark.errors import PySparkException
 
         try:
-            days = (
+            rows = (
                 spark.read.option("basePath", str(root))
                 .option("mergeSchema", "true")
-                .parquet(*(str(path) for path in history))
+                .parquet(*(str(path) for path in missing))
                 .groupBy("ds")
                 .agg(*(_aggregate(stat).alias(f"stat{n}") for n, stat in enumerate(names)))
                 .collect()
@@ -513,11 +526,21 @@ def history_stats(
                 f"cannot compute the history of {', '.join(names)} from "
                 f"{len(history)} earlier partition(s) of {root}: {first}"
             ) from err
-        for row in days:
-            day = row["ds"] if isinstance(row["ds"], date) else date.fromisoformat(str(row["ds"]))
+        by_day = {
+            row["ds"] if isinstance(row["ds"], date) else date.fromisoformat(str(row["ds"])): row
+            for row in rows
+        }
+        for uri in missing:
+            row = by_day.get(_day_of(uri))
             for number, stat in enumerate(names):
-                if row[f"stat{number}"] is not None:
-                    per_day[stat][day] = float(row[f"stat{number}"])
+                value = None if row is None else row[f"stat{number}"]
+                known[(uri, stat)] = None if value is None else float(value)
+    per_day: dict[str, dict[date, float]] = {stat: {} for stat in names}
+    for uri in history:
+        for stat in names:
+            value = known[(uri, stat)]
+            if value is not None:
+                per_day[stat][_day_of(uri)] = value
     return per_day
 
 

@@ -21,7 +21,13 @@ import pytest
 
 from churnflow.generate import GenerateRequest, make_population, orders_for_day
 from churnflow.lake import Lake
-from churnflow.validate import ValidationError, ValidationSummary, suites_dir, validate
+from churnflow.validate import (
+    StatsCache,
+    ValidationError,
+    ValidationSummary,
+    suites_dir,
+    validate,
+)
 from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA
 
 pytestmark = pytest.mark.usefixtures("classic_spark")
@@ -307,6 +313,16 @@ def test_seasonal_history_a_weekend_peak_and_a_lasting_level_shift(tmp_path: Pat
         warned[n] = [(w.expectation, w.level) for w in summary.warnings]
     row_count = [("expect_table_row_count_to_be_between", "warn")]
     assert warned == {0: row_count, 3: row_count, 4: [], 5: []}
+
+    # A range validated in order with the earlier days' statistics carried along (a load of
+    # history) gets the same bands, and the cache holds each earlier partition once.
+    known: StatsCache = {}
+    for n in range(6):
+        day = shift + timedelta(days=n)
+        cached = validate(tmp_path, day, "silver_orders", known_stats=known)
+        assert cached.parameters == validate(tmp_path, day, "silver_orders").parameters, day
+    earlier = [start + timedelta(days=n) for n in range(33)]
+    assert {uri for uri, _ in known} == {Lake(tmp_path).partition_uri(SILVER, d) for d in earlier}
 
 
 def _synthetic_orders(day: date, count: int, rng: np.random.Generator) -> pd.DataFrame:
