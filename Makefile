@@ -20,7 +20,7 @@ else
 TORCH_SOURCE := --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
 endif
 
-.PHONY: help setup demo up down status test lint format step-docs bench bench-features bench-backfill bench-train bench-score lock image-requirements images clean
+.PHONY: help setup demo up down status test lint format step-docs bench bench-features bench-history bench-backfill bench-train bench-score lock image-requirements images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ bench: $(STAMP) ## DAG parse benchmark (figures and ratios measured side by side
 
 bench-features: $(STAMP) ## one day's feature build on Spark vs DuckDB, 10M orders (minutes)
 	$(PY) bench/features.py
+
+bench-history: $(STAMP) ## a load of order history (ingest --through): one Spark pass a month vs a pass a day (minutes)
+	$(PY) bench/history.py
 
 bench-backfill: $(STAMP) ## the four daily DAGs backfilled together through the scheduler: s/day, critical path, CPU (15 min)
 	$(PY) bench/backfill.py

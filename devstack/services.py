@@ -351,6 +351,37 @@ def stack_env(config: StackConfig, airflow_db: str) -> dict[str, str]:
     }
 
 
+# What every task process imports to parse its DAG file and run its task: the task runner, the
+# step factory and runner, the landing sensor's trigger and S3 hook. The LocalExecutor forks
+# its workers from the scheduler and each task from a worker, so a scheduler that imported them
+# first hands them to every task loaded: 0.3-0.5 s of CPU less per task on 2 cores, where a
+# backfill day runs a dozen tasks.
+SCHEDULER_PRELOAD = (
+    "airflow.sdk.execution_time.task_runner",
+    "airflow.providers.standard.operators.trigger_dagrun",
+    "churnflow_airflow.steps",
+    "churnflow_airflow.local_runner",
+    "churnflow_airflow.landing_sensor",
+    "churnflow_airflow.previous_day",
+    "churnflow_airflow.asset_events",
+    "churnflow_airflow.monitoring",
+)
+_PRELOADED_AIRFLOW = (
+    "import importlib, sys\n"
+    "from airflow.__main__ import main\n"  # importing airflow puts plugins/ on sys.path
+    "command, *modules = sys.argv[1:]\n"
+    "for name in modules:\n"
+    "    importlib.import_module(name)\n"
+    "sys.argv = ['airflow', command]\n"
+    "sys.exit(main())\n"
+)
+
+
+def preloaded_airflow(command: str) -> list[str]:
+    """`airflow <command>` in a process that imports SCHEDULER_PRELOAD first."""
+    return [str(_venv_bin() / "python"), "-c", _PRELOADED_AIRFLOW, command, *SCHEDULER_PRELOAD]
+
+
 def service_argv(config: StackConfig, service: str) -> list[str]:
     bin_dir = _venv_bin()
     if service == "mlflow":
@@ -368,6 +399,8 @@ def service_argv(config: StackConfig, service: str) -> list[str]:
         return [str(bin_dir / "churnflow"), "step-server", "--socket", str(config.step_socket)]
     if service == "api-server":
         return [str(bin_dir / "airflow"), "api-server", "--workers", "1"]
+    if service == "scheduler":
+        return preloaded_airflow("scheduler")
     return [str(bin_dir / "airflow"), service]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from devstack.services import (
     SPARK_JAVA_OPTIONS,
     StackConfig,
+    preloaded_airflow,
     service_argv,
     spark_connect_argv,
     stack_env,
@@ -29,6 +31,25 @@ def test_a_socket_path_too_long_for_unix_sockets_moves_to_the_temp_folder(tmp_pa
     assert deep.step_socket.parent == Path(tempfile.gettempdir())
     assert len(str(deep.step_socket)) <= 100
     assert deep.step_socket != other.step_socket  # one socket per stack
+
+
+def test_the_scheduler_runs_airflow_with_every_preloaded_module_importable(
+    tmp_path: Path,
+) -> None:
+    """A preloaded module renamed or gone would stop the local scheduler from starting."""
+    config = StackConfig(home=tmp_path)
+    assert service_argv(config, "scheduler") == preloaded_airflow("scheduler")
+    env = stack_env(config, f"sqlite:///{tmp_path / 'airflow.db'}")
+    done = subprocess.run(
+        preloaded_airflow("version"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("3.")
 
 
 def test_the_spark_server_jvm_options_default_and_override(
