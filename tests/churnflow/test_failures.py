@@ -58,8 +58,11 @@ def test_a_spark_connect_client_that_cannot_reach_its_server_is_transient() -> N
     from pyspark.sql.connect.client.core import SparkConnectClient
 
     client = SparkConnectClient(f"sc://127.0.0.1:{_closed_port()}", retry_policy={"max_retries": 0})
-    with pytest.warns(UserWarning, match="RETRIES_EXCEEDED"):
-        err = _raised(lambda: client._analyze(method="spark_version"))
+    try:
+        with pytest.warns(UserWarning, match="RETRIES_EXCEEDED"):
+            err = _raised(lambda: client._analyze(method="spark_version"))
+    finally:
+        client.close()  # else its exit hook calls the closed port again when pytest ends
     assert isinstance(err, SparkConnectGrpcException)
     assert exit_code(err) == EX_TEMPFAIL
     assert "the runner retries" in describe(err)
