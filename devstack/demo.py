@@ -37,8 +37,8 @@ from devstack.api import TERMINAL_STATES, AirflowClient, count_states
 from devstack.services import LOCAL_TRAINING_WINDOW, StackConfig, admin_password, up
 
 # The daily pipeline DAGs the demo backfills, and over how many days: churn_features audits
-# every day before publishing it (dbt tests, GX) and takes about 15 s a day on 2 cores, so 30
-# days keep `make demo` from a fresh clone at about 16.5 minutes (README, Performance).
+# every day before publishing it (dbt tests, GX) and takes about 12 s a day on 2 cores, so 30
+# days keep `make demo` from a fresh clone at about 11.5 minutes (README, Performance).
 DEMO_DAGS = ("churn_landing_check", "churn_features")
 DEMO_DAYS = 30
 # The model half: churn_training as of the first day the training window fits in the range
