@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from itertools import takewhile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -568,17 +569,26 @@ def _pass(
         counted = _count(classified)
         _stage(_quarantine_rows(classified), quarantine.root, ("source_file", "order_id", "rule"))
         _stage(_silver_rows(classified), silver.root, ("order_id",))
-        known_stats: StatsCache = {}  # the suite's history statistics, shared by the pass's days
+        summaries = []
         for day, landing in landings.items():
             counts, rejects = counted.get(day, ({}, ()))
-            summary = IngestSummary(
-                ds=day,
-                files=len(landing.files),
-                rows_read=sum(counts.values()),
-                rows_written=counts.get(_KEPT, 0),
-                duplicates_collapsed=counts.get(_COLLAPSED, 0),
-                rejects=rejects,
+            summaries.append(
+                IngestSummary(
+                    ds=day,
+                    files=len(landing.files),
+                    rows_read=sum(counts.values()),
+                    rows_written=counts.get(_KEPT, 0),
+                    duplicates_collapsed=counts.get(_COLLAPSED, 0),
+                    rejects=rejects,
+                )
             )
+        # The suite's Data Docs index lists every day: built once, by the pass's last audit (the
+        # days up to the first one the reject share stops; a day that fails its audit builds it).
+        audited = list(
+            takewhile(lambda s: s.rows_read and s.reject_share <= max_reject_share, summaries)
+        )
+        known_stats: StatsCache = {}  # the suite's history statistics, shared by the pass's days
+        for summary in summaries:
             yield _publish(
                 lake,
                 summary,
@@ -588,6 +598,7 @@ def _pass(
                 max_reject_share=max_reject_share,
                 accept=accept,
                 known_stats=known_stats,
+                index=bool(audited) and summary is audited[-1],
             )
 
 
@@ -601,6 +612,7 @@ def _publish(
     max_reject_share: float,
     accept: str | None,
     known_stats: StatsCache,
+    index: bool,
 ) -> IngestSummary:
     """Publish one day of a pass: its quarantine (even when the day then fails), and its
     silver once the reject share and the `silver_orders` suite let it through."""
@@ -629,7 +641,13 @@ def _publish(
 
     def audit(staged: Path) -> None:
         result = validate(
-            lake, ds, "silver_orders", staged=staged, accept=accept, known_stats=known_stats
+            lake,
+            ds,
+            "silver_orders",
+            staged=staged,
+            accept=accept,
+            known_stats=known_stats,
+            index=index,
         )
         checked.append(result.line())
 

@@ -366,6 +366,7 @@ def validate(
     staged: Path | None = None,
     accept: str | None = None,
     known_stats: StatsCache | None = None,
+    index: bool = True,
 ) -> ValidationSummary:
     """Run the suite's checkpoints on `ds`; raise ValidationError when anything blocks it.
 
@@ -374,7 +375,9 @@ def validate(
     `accept` is an operator's reason to let fail-band (statistical) findings through as
     warnings; it is recorded beside the result. Contract failures block whatever the reason.
     `known_stats` carries earlier days' statistics from one validation to the next (see
-    `history_stats`) for a caller that validates a range of days in order.
+    `history_stats`) for a caller that validates a range of days in order; such a caller may
+    leave the Data Docs index to the range's last day (`index=False`: the day's own pages are
+    written, the index that lists every day is not). A failed day always rebuilds the index.
     """
     from churnflow.spark import get_spark
 
@@ -433,7 +436,7 @@ def validate(
             warnings=tuple(warnings),
             accepted=accepted,
         )
-        _record(context, results, summary)
+        _record(context, results, summary, index=index or not summary.success)
         summary = replace(summary, docs=day_page(lake, suite, ds))
     if accepted is not None:
         _record_acceptance(lake, definition.dataset, summary)
@@ -688,6 +691,8 @@ def _record(
     context: AbstractDataContext,
     results: Mapping[Any, ExpectationSuiteValidationResult],
     summary: ValidationSummary,
+    *,
+    index: bool = True,
 ) -> None:
     """Store each result with the day's verdict, warnings and acceptance; build its Data Docs.
 
@@ -707,7 +712,9 @@ def _record(
         }
         context.validation_results_store.set(key, result)
     suites = {ExpectationSuiteIdentifier(name=result.suite_name) for result in results.values()}
-    context.build_data_docs(site_names=["lake"], resource_identifiers=[*results, *suites])
+    context.build_data_docs(
+        site_names=["lake"], resource_identifiers=[*results, *suites], build_index=index
+    )
 
 
 def _columns(kwargs: Mapping[str, Any]) -> str | None:

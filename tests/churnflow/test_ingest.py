@@ -25,6 +25,7 @@ from churnflow.ingest import (
 )
 from churnflow.lake import RAW_ORDERS, Lake
 from churnflow.spark import get_spark
+from churnflow.validate import docs_dir
 from tests.conftest import run_cli
 
 if TYPE_CHECKING:
@@ -368,6 +369,8 @@ def test_a_range_in_passes_publishes_exactly_what_day_by_day_ingests_publish(
     ]
     assert by_day[2].duplicates_collapsed == 1
     assert _outputs(lakes["passes"], DAYS[1:]) == _outputs(lakes["day_by_day"], DAYS[1:])
+    index = (docs_dir(lakes["passes"], "silver_orders") / "index.html").read_text()
+    assert [day for day in DAYS if f"ds={day}" in index] == DAYS
     silver = Lake(lakes["passes"]).partition_path(SILVER_ORDERS, DAYS[3])
     assert len([p for p in silver.iterdir() if p.name.endswith(".parquet")]) == 1
 
@@ -385,3 +388,6 @@ def test_a_range_stops_at_a_day_over_the_reject_share_with_the_days_before_it_pu
     assert sorted(Lake(lake).published(SILVER_ORDERS)) == DAYS[:2]
     assert sorted(Lake(lake).published(QUARANTINE_ORDERS)) == DAYS[:3]
     assert not list((lake / SILVER_ORDERS).glob(".*")), "the pass's staging is gone"
+    # The Data Docs index, built once by the pass's last audit, lists every published day.
+    index = (docs_dir(lake, "silver_orders") / "index.html").read_text()
+    assert [day for day in DAYS if f"ds={day}" in index] == DAYS[:2]
