@@ -323,7 +323,7 @@ def _row_rule() -> tuple[Column, Column]:
     return name, column
 
 
-def _classify(raw: DataFrame, earlier_ids: DataFrame | None) -> DataFrame:
+def _classify(raw: DataFrame, earlier_ids: DataFrame | None, *, days: int) -> DataFrame:
     """Every raw row of the pass with its typed values, `status` (kept, collapsed or a rule)
     and column, each day judged as if the days before it in the pass were already published.
 
@@ -351,10 +351,12 @@ def _classify(raw: DataFrame, earlier_ids: DataFrame | None) -> DataFrame:
     typed = typed.select("*", rule.alias("_rule"), column.alias("_column")).select(
         "*", versions.alias("_versions")
     )
-    kept_from = F.min(F.when(valid & (F.col("_versions") == 1), day)).over(
-        Window.partitionBy("order_id")
-    )
-    seen_before = F.coalesce(kept_from < day, F.lit(False))
+    seen_before = F.lit(False)
+    if days > 1:  # one more window over the pass; a single day has no earlier day in it
+        kept_from = F.min(F.when(valid & (F.col("_versions") == 1), day)).over(
+            Window.partitionBy("order_id")
+        )
+        seen_before = F.coalesce(kept_from < day, F.lit(False))
     if earlier_ids is not None:
         ids = typed.where(F.col("order_id").isNotNull()).select("order_id").distinct()
         in_silver = (
@@ -435,12 +437,15 @@ def _count(classified: DataFrame) -> dict[date, tuple[dict[str, int], tuple[Reje
 
 
 def _stage(rows: DataFrame, folder: Path, order: Sequence[str]) -> None:
-    """Every day's rows in one write: `folder/ds=D/`, one file per day, sorted by `order`."""
-    from pyspark.sql import functions as F  # noqa: N812
+    """Every day's rows in one write: `folder/ds=D/`, one file per day, sorted by `order`.
 
-    rows.repartition(F.col(PARTITION_KEY)).sortWithinPartitions(
-        PARTITION_KEY, *order
-    ).write.partitionBy(PARTITION_KEY).mode("overwrite").parquet(file_uri(folder))
+    One task writes the days one after the other (sorted by day, its writer keeps one file
+    open at a time): a day is a few thousand rows, and a shuffle to spread the days over
+    tasks cost a single-day ingest 0.2 s more on 2 cores.
+    """
+    rows.coalesce(1).sortWithinPartitions(PARTITION_KEY, *order).write.partitionBy(
+        PARTITION_KEY
+    ).mode("overwrite").parquet(file_uri(folder))
 
 
 def _quarantine_rows(classified: DataFrame) -> DataFrame:
@@ -567,7 +572,8 @@ def _pass(
             for summary in landing.files
         ]
         raw = _cached(cached, _union(files))
-        classified = _cached(cached, _classify(raw, _earlier_ids(spark, lake, days[0], raw)))
+        earlier_ids = _earlier_ids(spark, lake, days[0], raw)
+        classified = _cached(cached, _classify(raw, earlier_ids, days=len(days)))
         counted = _count(classified)
         _stage(_quarantine_rows(classified), quarantine.root, ("source_file", "order_id", "rule"))
         _stage(_silver_rows(classified), silver.root, ("order_id",))
