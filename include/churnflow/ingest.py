@@ -38,8 +38,8 @@ with the rule it broke. Choices worth knowing:
   in one write per dataset, then audited and published one day at a time, in order, the
   audits sharing the earlier days' statistics and leaving the Data Docs index to the last.
   A day then costs its audit instead of five Spark jobs: the demo's 91 days of history took
-  220 s one day at a time and 65-69 s in passes on 2 cores (`make bench-history`: 1.90 s
-  against 0.61 s a day). A single day is the same code with a pass of one day.
+  220 s one day at a time and 65-69 s in passes on 2 cores (`make bench-history`: 1.76 s
+  against 0.55 s a day). A single day is the same code with a pass of one day.
 """
 
 from __future__ import annotations
