@@ -86,6 +86,8 @@ SILVER_COLUMNS = {
     "amount": "decimal(12,2)",
     "items": "int",
 }
+# The quarantine: the raw contract columns as they came, where from, and the rule broken.
+QUARANTINE_COLUMNS = (*REQUIRED_ORDER_COLUMNS, "source_file", "rule", "column")
 EXAMPLES_PER_RULE = 3
 # Days `ingest_days` reads, classifies and stages in one Spark pass. Bounded so that a load of
 # years of history keeps a month of raw rows cached at a time, not all of it.
@@ -451,12 +453,9 @@ def _stage(rows: DataFrame, folder: Path, order: Sequence[str]) -> None:
 def _quarantine_rows(classified: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F  # noqa: N812
 
+    columns = {"rule": F.col("status").alias("rule")}
     return classified.where(F.col("column").isNotNull()).select(
-        *REQUIRED_ORDER_COLUMNS,
-        "source_file",
-        F.col("status").alias("rule"),
-        "column",
-        PARTITION_KEY,
+        *(columns.get(name, F.col(name)) for name in QUARANTINE_COLUMNS), PARTITION_KEY
     )
 
 
@@ -489,8 +488,7 @@ def _empty_quarantine(target: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = [*REQUIRED_ORDER_COLUMNS, "source_file", "rule", "column"]
-    schema = pa.schema([pa.field(name, pa.string()) for name in columns])
+    schema = pa.schema([pa.field(name, pa.string()) for name in QUARANTINE_COLUMNS])
     pq.write_table(schema.empty_table(), target / "part-00000.parquet")
 
 
@@ -536,10 +534,9 @@ def ingest_days(
         for one in days:
             try:
                 landings[one] = check_landing(lake, one)
-            except LandingError as err:
-                if not landings:
-                    raise IngestError(f"ingest ds={one}: {err}") from err
-                yield from _pass(lake, landings, spark, max_reject_share, accept)
+            except LandingError as err:  # the days before it are still ingested, then it fails
+                if landings:
+                    yield from _pass(lake, landings, spark, max_reject_share, accept)
                 raise IngestError(f"ingest ds={one}: {err}") from err
         yield from _pass(lake, landings, spark, max_reject_share, accept)
         day = days[-1] + timedelta(days=1)
