@@ -284,9 +284,15 @@ def cpu_report(before: CpuSnapshot, after: CpuSnapshot, days: int) -> None:
     wall, cores = t1 - t0, psutil.cpu_count() or 1
     busy = 1 - (idle1 - idle0) / (wall * cores)
     print(f"\nwhere the CPU went ({cores} cores busy {busy:.0%} of the measured wall time):")
+    total = 0.0
     for name in per_after:
         seconds = per_after[name] - per_before.get(name, 0.0)
+        total += seconds
         print(f"  {name:58} {seconds / days:7.2f} CPU s per day")
+    print(
+        f"  {'all of them':58} {total / days:7.2f} CPU s per day: on {cores} cores no schedule "
+        f"runs a day in under {total / days / cores:.1f} s"
+    )
 
 
 def main() -> None:

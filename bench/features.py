@@ -70,6 +70,50 @@ from windows w join history h using (customer_id)
 where w.orders_90d > 0
 """
 
+# The same features as one Spark SQL statement, from scratch: what the engine alone costs on the
+# warm server, without dbt's statements, its tests, the GX audit or the publish.
+SPARK_FEATURES = """
+with orders as (
+    select customer_id, order_ts, cast(amount as double) as amount, items, ds
+    from parquet.`{silver}`
+    where ds <= date'{ds}'
+),
+history as (
+    select customer_id, min(order_ts) as first_ts, max(order_ts) as last_ts, count(*) as n
+    from orders group by customer_id
+),
+windows as (
+    select customer_id,
+        {window_columns},
+        sum(items) filter (where ds > date_sub(date'{ds}', 90)) as items_90d
+    from orders where ds > date_sub(date'{ds}', 365)
+    group by customer_id
+)
+select /*+ REPARTITION(1) */
+    w.customer_id,
+    datediff(date'{ds}', to_date(h.first_ts)) as tenure_days,
+    datediff(date'{ds}', to_date(h.last_ts)) as days_since_last_order,
+    {window_selects},
+    w.items_90d,
+    w.amount_90d / w.orders_90d as avg_order_value_90d,
+    case when w.orders_365d >= 2
+        then (unix_micros(h.last_ts) - unix_micros(h.first_ts)) / 86400e6 / (h.n - 1) end
+        as mean_gap_days,
+    w.orders_30d / (w.orders_90d / 3.0d) as trend_orders_30_90,
+    case when w.amount_90d > 0 then w.amount_30d / (w.amount_90d / 3.0d) end as trend_amount_30_90
+from windows w join history h using (customer_id)
+where w.orders_90d > 0
+"""
+
+SPARK_PROBE = """
+import json, os, sys, time
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.remote(os.environ["SPARK_REMOTE"]).getOrCreate()
+t0 = time.perf_counter()
+spark.sql(sys.argv[1]).write.mode("overwrite").parquet(sys.argv[2])
+print(json.dumps({"compute_s": time.perf_counter() - t0}))
+"""
+
 DUCKDB_PROBE = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -81,10 +125,19 @@ print(json.dumps({"rows": rows.num_rows, "compute_s": time.perf_counter() - t0})
 """
 
 
-def duckdb_sql(silver: Path, ds: date) -> str:
+# Each dialect's features query and how it writes "n days before ds".
+DIALECTS = {
+    "duckdb": (DUCKDB_FEATURES, "date '{ds}' - {n}"),
+    "spark": (SPARK_FEATURES, "date_sub(date'{ds}', {n})"),
+}
+
+
+def features_sql(silver: Path, ds: date, dialect: str = "duckdb") -> str:
+    template, days_before = DIALECTS[dialect]
     window_columns = ",\n        ".join(
-        f"count(*) filter (where ds > date '{ds}' - {n}) as orders_{n}d,\n        "
-        f"coalesce(sum(amount) filter (where ds > date '{ds}' - {n}), 0) as amount_{n}d"
+        f"count(*) filter (where ds > {days_before.format(ds=ds, n=n)}) as orders_{n}d,\n        "
+        f"coalesce(sum(amount) filter (where ds > {days_before.format(ds=ds, n=n)}), 0)"
+        f" as amount_{n}d"
         for n in WINDOWS
     )
     window_selects = (
@@ -92,7 +145,7 @@ def duckdb_sql(silver: Path, ds: date) -> str:
         + ", "
         + ", ".join(f"w.amount_{n}d" for n in WINDOWS)
     )
-    return DUCKDB_FEATURES.format(
+    return template.format(
         silver=silver, ds=ds, window_columns=window_columns, window_selects=window_selects
     )
 
@@ -171,7 +224,7 @@ def duckdb_day(
     walls, computes, rows = [], [], 0
     for _ in range(repeats):
         wall, stdout = timed(
-            [sys.executable, "-c", DUCKDB_PROBE, duckdb_sql(silver, ds), str(out)], env
+            [sys.executable, "-c", DUCKDB_PROBE, features_sql(silver, ds), str(out)], env
         )
         report = json.loads(stdout.strip().splitlines()[-1])
         walls.append(wall)
@@ -180,9 +233,23 @@ def duckdb_day(
     return statistics.median(walls), statistics.median(computes), rows
 
 
-def compare(lake: Path, ds: date, duck_file: Path) -> str:
+def spark_alone_day(
+    silver: Path, ds: date, out: Path, env: dict[str, str], repeats: int
+) -> tuple[float, float]:
+    """Median wall time of a fresh client sending the one-statement features query to the warm
+    Spark Connect server, and of the statement alone (the engine's floor for the day)."""
+    walls, computes = [], []
+    for _ in range(repeats):
+        query = features_sql(silver, ds, "spark")
+        wall, stdout = timed([sys.executable, "-c", SPARK_PROBE, query, str(out)], env)
+        walls.append(wall)
+        computes.append(json.loads(stdout.strip().splitlines()[-1])["compute_s"])
+    return statistics.median(walls), statistics.median(computes)
+
+
+def compare(lake: Path, ds: date, other: Path) -> str:
     spark = pq.read_table(lake / "features" / "customer_features" / f"ds={ds}").to_pandas()
-    duck = pq.read_table(duck_file).to_pandas()
+    duck = pq.read_table(other).to_pandas()
     spark, duck = (
         spark.set_index("customer_id").sort_index(),
         duck.set_index("customer_id").sort_index(),
@@ -227,9 +294,10 @@ def main() -> None:
                 )
                 spark_wall, spark_fresh, breakdown = spark_day(ds, env, args.repeats)
                 duck_file = Path(home) / f"duckdb-{ds}.parquet"
-                duck_wall, duck_compute, _ = duckdb_day(
-                    lake / "silver" / "orders", ds, duck_file, env, args.repeats
-                )
+                silver = lake / "silver" / "orders"
+                duck_wall, duck_compute, _ = duckdb_day(silver, ds, duck_file, env, args.repeats)
+                alone_folder = Path(home) / f"spark-alone-{ds}"
+                _, alone = spark_alone_day(silver, ds, alone_folder, env, args.repeats)
                 results.append(
                     (
                         label,
@@ -241,6 +309,8 @@ def main() -> None:
                         duck_compute,
                         compare(lake, ds, duck_file),
                         breakdown,
+                        alone,
+                        compare(lake, ds, alone_folder),
                     )
                 )
         finally:
@@ -251,23 +321,29 @@ def main() -> None:
     )
     header = (
         "history", "ds", "spark s", "duckdb s", "ratio", "spark fresh s", "duckdb query s",
-        "catch-up s",
+        "spark query s", "ratio", "catch-up s",
     )  # fmt: skip
-    print("{:9} {:11} {:>8} {:>9} {:>6} {:>14} {:>15} {:>11}".format(*header))
+    print("{:9} {:11} {:>8} {:>9} {:>6} {:>14} {:>15} {:>14} {:>6} {:>11}".format(*header))
     for row in results:
-        label, ds, catch_up, spark_wall, spark_fresh, duck_wall, duck_compute, check, dbt = row
+        (label, ds, catch_up, spark_wall, spark_fresh, duck_wall, duck_compute, check, dbt,
+         alone, alone_check) = row  # fmt: skip
         print(
             f"{label:9} {ds!s:11} {spark_wall:8.1f} {duck_wall:9.1f} "
             f"{spark_wall / duck_wall:5.1f}x {spark_fresh:14.1f} {duck_compute:15.1f} "
-            f"{catch_up:11.1f}"
+            f"{alone:14.1f} {alone / duck_compute:5.1f}x {catch_up:11.1f}"
         )
         print(f"          outputs: {check}\n          spark step: {dbt}")
+        print(f"          one Spark statement: {alone_check}")
     print(
         "\nspark s: `churnflow features --ds D` (dbt build on a warm Spark Connect server),"
         " forked from the step server as the local runner runs it, until it exits;"
         "\nspark fresh s: the same in a fresh process (imports included);"
         "\nduckdb s: a fresh python process computing the same features from scratch and"
-        " writing Parquet;\ncatch-up s: the one-off build of all days before D"
+        " writing Parquet;"
+        "\nspark query s: the same features as one Spark SQL statement from scratch on the warm"
+        " server (no dbt, tests, GX audit or publish): the engine's floor for the day, against"
+        " duckdb query s;"
+        "\ncatch-up s: the one-off build of all days before D"
         " (not part of a daily run)."
     )
 
