@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -37,11 +38,12 @@ from devstack.services import down, throwaway_config, up  # noqa: E402
 START = date(2025, 1, 1)
 WINDOWS = (7, 30, 90, 365)
 
-DUCKDB_FEATURES = """
+# The features of `ds` from scratch, in either engine's dialect (`Dialect` fills the blanks).
+FEATURES_SQL = """
 with orders as (
     select customer_id, order_ts, cast(amount as double) as amount, items, cast(ds as date) as ds
-    from read_parquet('{silver}/*/*.parquet', hive_partitioning = true)
-    where cast(ds as date) <= date '{ds}'
+    from {source}
+    where cast(ds as date) <= {day}
 ),
 history as (
     select customer_id, min(order_ts) as first_ts, max(order_ts) as last_ts, count(*) as n
@@ -50,60 +52,56 @@ history as (
 windows as (
     select customer_id,
         {window_columns},
-        sum(items) filter (where ds > date '{ds}' - 90) as items_90d
-    from orders where ds > date '{ds}' - 365
+        sum(items) filter (where ds > {before_90}) as items_90d
+    from orders where ds > {before_365}
     group by customer_id
 )
-select
+select {hint}
     w.customer_id,
-    date '{ds}' - cast(h.first_ts as date) as tenure_days,
-    date '{ds}' - cast(h.last_ts as date) as days_since_last_order,
+    {tenure_days} as tenure_days,
+    {days_since_last_order} as days_since_last_order,
     {window_selects},
     w.items_90d,
     w.amount_90d / w.orders_90d as avg_order_value_90d,
     case when w.orders_365d >= 2
-        then (epoch_us(h.last_ts) - epoch_us(h.first_ts)) / 86400e6 / (h.n - 1) end
+        then ({last_us} - {first_us}) / 86400e6 / (h.n - 1) end
         as mean_gap_days,
-    w.orders_30d / (w.orders_90d / 3.0) as trend_orders_30_90,
-    case when w.amount_90d > 0 then w.amount_30d / (w.amount_90d / 3.0) end as trend_amount_30_90
+    w.orders_30d / (w.orders_90d / 3e0) as trend_orders_30_90,
+    case when w.amount_90d > 0 then w.amount_30d / (w.amount_90d / 3e0) end as trend_amount_30_90
 from windows w join history h using (customer_id)
 where w.orders_90d > 0
 """
 
-# The same features as one Spark SQL statement, from scratch: what the engine alone costs on the
-# warm server, without dbt's statements, its tests, the GX audit or the publish.
-SPARK_FEATURES = """
-with orders as (
-    select customer_id, order_ts, cast(amount as double) as amount, items, ds
-    from parquet.`{silver}`
-    where ds <= date'{ds}'
-),
-history as (
-    select customer_id, min(order_ts) as first_ts, max(order_ts) as last_ts, count(*) as n
-    from orders group by customer_id
-),
-windows as (
-    select customer_id,
-        {window_columns},
-        sum(items) filter (where ds > date_sub(date'{ds}', 90)) as items_90d
-    from orders where ds > date_sub(date'{ds}', 365)
-    group by customer_id
-)
-select /*+ REPARTITION(1) */
-    w.customer_id,
-    datediff(date'{ds}', to_date(h.first_ts)) as tenure_days,
-    datediff(date'{ds}', to_date(h.last_ts)) as days_since_last_order,
-    {window_selects},
-    w.items_90d,
-    w.amount_90d / w.orders_90d as avg_order_value_90d,
-    case when w.orders_365d >= 2
-        then (unix_micros(h.last_ts) - unix_micros(h.first_ts)) / 86400e6 / (h.n - 1) end
-        as mean_gap_days,
-    w.orders_30d / (w.orders_90d / 3.0d) as trend_orders_30_90,
-    case when w.amount_90d > 0 then w.amount_30d / (w.amount_90d / 3.0d) end as trend_amount_30_90
-from windows w join history h using (customer_id)
-where w.orders_90d > 0
-"""
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one engine reads the silver folder and writes date and timestamp arithmetic."""
+
+    source: str  # the silver orders, `{silver}` being the folder
+    days_before: str  # `{day}` minus `{n}` days
+    days_between: str  # days from `{start}` to `{end}`
+    micros: str  # microseconds since the epoch of `{ts}`
+    hint: str = ""
+
+
+DIALECTS = {
+    # DuckDB computes the features in-process, the fastest way to them on one machine.
+    "duckdb": Dialect(
+        source="read_parquet('{silver}/*/*.parquet', hive_partitioning = true)",
+        days_before="{day} - {n}",
+        days_between="{end} - {start}",
+        micros="epoch_us({ts})",
+    ),
+    # The same as one Spark SQL statement on the warm server: what the engine alone costs,
+    # without dbt's statements, its tests, the GX audit or the publish.
+    "spark": Dialect(
+        source="parquet.`{silver}`",
+        days_before="date_sub({day}, {n})",
+        days_between="datediff({end}, {start})",
+        micros="unix_micros({ts})",
+        hint="/*+ REPARTITION(1) */",
+    ),
+}
 
 SPARK_PROBE = """
 import json, os, sys, time
@@ -125,19 +123,19 @@ print(json.dumps({"rows": rows.num_rows, "compute_s": time.perf_counter() - t0})
 """
 
 
-# Each dialect's features query and how it writes "n days before ds".
-DIALECTS = {
-    "duckdb": (DUCKDB_FEATURES, "date '{ds}' - {n}"),
-    "spark": (SPARK_FEATURES, "date_sub(date'{ds}', {n})"),
-}
-
-
 def features_sql(silver: Path, ds: date, dialect: str = "duckdb") -> str:
-    template, days_before = DIALECTS[dialect]
+    how = DIALECTS[dialect]
+    day = f"date '{ds}'"
+
+    def before(n: int) -> str:
+        return how.days_before.format(day=day, n=n)
+
+    def since(column: str) -> str:
+        return how.days_between.format(start=f"cast({column} as date)", end=day)
+
     window_columns = ",\n        ".join(
-        f"count(*) filter (where ds > {days_before.format(ds=ds, n=n)}) as orders_{n}d,\n        "
-        f"coalesce(sum(amount) filter (where ds > {days_before.format(ds=ds, n=n)}), 0)"
-        f" as amount_{n}d"
+        f"count(*) filter (where ds > {before(n)}) as orders_{n}d,\n        "
+        f"coalesce(sum(amount) filter (where ds > {before(n)}), 0) as amount_{n}d"
         for n in WINDOWS
     )
     window_selects = (
@@ -145,8 +143,18 @@ def features_sql(silver: Path, ds: date, dialect: str = "duckdb") -> str:
         + ", "
         + ", ".join(f"w.amount_{n}d" for n in WINDOWS)
     )
-    return template.format(
-        silver=silver, ds=ds, window_columns=window_columns, window_selects=window_selects
+    return FEATURES_SQL.format(
+        source=how.source.format(silver=silver),
+        day=day,
+        before_90=before(90),
+        before_365=before(365),
+        hint=how.hint,
+        tenure_days=since("h.first_ts"),
+        days_since_last_order=since("h.last_ts"),
+        first_us=how.micros.format(ts="h.first_ts"),
+        last_us=how.micros.format(ts="h.last_ts"),
+        window_columns=window_columns,
+        window_selects=window_selects,
     )
 
 
