@@ -1,14 +1,14 @@
 """`churnflow features --ds D`: the dbt build of the feature models for one day, on Spark.
 
 The dbt project (`include/dbt`) turns silver orders into `features/customer_features/ds=D`
-(through `customer_daily` and `customer_state`). Write, audit, publish: dbt writes the day's
+(through `customer_state`, the running totals). Write, audit, publish: dbt writes the day's
 tables into a hidden staging folder of `<lake>/features`, dbt's tests and the
 `customer_features` Great Expectations suite check them there, and only then are the staged
 partitions swapped into the published datasets; a failed check leaves every published
-partition as it was and names the rule. Which days to aggregate, and whether the running state
-may chain on yesterday's, is decided here from the lake's listing (when each partition was
-written), so a day whose silver was re-ingested after it was aggregated is aggregated again and
-the state built on it rebuilt, instead of silently carrying the old numbers forward.
+partition as it was and names the rule. Whether the running state may chain on yesterday's is
+decided here from the lake's listing (when each partition was written), so silver re-ingested
+(or landed late) after yesterday's state was built makes the state be rebuilt from all silver
+orders, instead of silently carrying the old numbers forward.
 
 dbt runs inside this process so that, with the `local` target, it reuses the SparkSession that
 `churnflow.spark` builds (a classic local session, or Spark Connect when `SPARK_REMOTE` is set):
@@ -36,12 +36,11 @@ if TYPE_CHECKING:
 # The metastore schema of the published feature tables (dbt's `published()` macro gets it as a
 # var); this run's staged tables are in `staged_features` (dbt_project.yml).
 PUBLISHED_SCHEMA = "features"
-DAILY = f"{FEATURES}/customer_daily"
 STATE = f"{FEATURES}/customer_state"
 # The models of the build, in the order their staged partitions are published (the product last).
-MODELS = ("customer_daily", "customer_state", "customer_features")
-# The feature model and everything upstream of it (staging CTEs, daily and state models), with
-# their tests.
+MODELS = ("customer_state", "customer_features")
+# The feature model and everything upstream of it (staging CTEs, the state model), with their
+# tests.
 SELECTION = "+customer_features"
 # The lake dataset behind each model, to name it in failures.
 DATASETS = {"stg_orders": SILVER_ORDERS, "stg_customers": RAW_CUSTOMERS}
@@ -114,37 +113,34 @@ class FeaturesResult:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """What one run builds, decided from when each lake partition was written."""
+    """Whether one run chains on yesterday's state, decided from when lake partitions were
+    written."""
 
     ds: date
-    aggregate_days: tuple[date, ...]
     state_from_yesterday: bool
     republished: tuple[date, ...] = ()
 
-    def days_of(self, model: str) -> tuple[date, ...]:
-        """The partitions of `model` this run writes and publishes."""
-        return self.aggregate_days if model == "customer_daily" else (self.ds,)
-
     def note(self) -> str:
-        """A line for the task log when the run does more than its own day, and why."""
+        """A line for the task log when the run rebuilds the state over silver that changed
+        under it, and what that means for the days in between."""
         if not self.republished:
             return ""
         days = ", ".join(day.isoformat() for day in self.republished)
         return (
-            f"silver orders of {days} were re-ingested after their daily aggregate was built: "
-            "aggregating them again and rebuilding the running state from all daily aggregates. "
-            "Features of the days between keep the old numbers until they are rebuilt (README, "
-            "'Rebuilding a range')"
+            f"silver orders of {days} were re-ingested (or landed late) after the running state "
+            f"of {self.ds - timedelta(days=1)} was built: rebuilding the running state from all "
+            "silver orders. Features of the days between keep the old numbers until they are "
+            "rebuilt (README, 'Rebuilding a range')"
         )
 
 
 def plan_build(lake: Lake, ds: date) -> BuildPlan:
-    """The days to aggregate and whether yesterday's state can be chained on.
+    """Whether yesterday's state can be chained on.
 
-    A day is aggregated when it is `ds`, when silver has it but no daily aggregate does (a
-    first run over history, a late day), or when its silver was published after its aggregate
-    (a rerun of ingest). The state chains on yesterday's only when nothing earlier than `ds` is
-    being aggregated and yesterday's state was written after every earlier daily aggregate.
+    It can when it exists and every silver partition before `ds` was published before it was
+    written; a partition published since (a rerun of ingest, a late day) is named in the plan,
+    and the state is rebuilt from all silver orders up to `ds`, as it is when yesterday's state
+    is missing (a first run over history, a gap).
     """
     silver = lake.published(SILVER_ORDERS)
     if ds not in silver:
@@ -152,15 +148,11 @@ def plan_build(lake: Lake, ds: date) -> BuildPlan:
             f"features ds={ds}: silver orders have no partition at "
             f"{lake.partition_uri(SILVER_ORDERS, ds)}; run `churnflow ingest --ds {ds}` first"
         )
-    daily = lake.published(DAILY)
-    missing = {day for day in silver if day < ds and day not in daily}
-    republished = {day for day in silver if day < ds and day in daily and silver[day] > daily[day]}
-    aggregate = tuple(sorted({ds} | missing | republished))
-    state = lake.published(STATE)
-    yesterday = ds - timedelta(days=1)
-    newest_daily = max((t for day, t in daily.items() if day < ds), default=0.0)
-    chain = aggregate == (ds,) and yesterday in state and state[yesterday] >= newest_daily
-    return BuildPlan(ds, aggregate, chain, tuple(sorted(republished)))
+    built = lake.published(STATE).get(ds - timedelta(days=1))
+    if built is None:
+        return BuildPlan(ds, state_from_yesterday=False)
+    republished = tuple(sorted(day for day, t in silver.items() if day < ds and t > built))
+    return BuildPlan(ds, state_from_yesterday=not republished, republished=republished)
 
 
 def _customers_format(lake: Lake) -> str:
@@ -279,14 +271,13 @@ def build_features(
             "lake": lake.uri,
             "staging_root": staging.uri,
             "published_schema": PUBLISHED_SCHEMA,
-            "aggregate_days": [day.isoformat() for day in plan.aggregate_days],
             "state_from_yesterday": plan.state_from_yesterday,
             "raw_customers": _customers_format(lake),
             # The dbt hook adds to (or drops from) the metastore the partitions that differ from
             # these folders: listing them here costs milliseconds, a repair half a second.
             "lake_partitions": {
                 dataset: lake.partition_folders(dataset)
-                for dataset in (SILVER_ORDERS, RAW_CUSTOMERS, DAILY, STATE, CUSTOMER_FEATURES)
+                for dataset in (SILVER_ORDERS, RAW_CUSTOMERS, STATE, CUSTOMER_FEATURES)
             },
         }
         dbt_started = time.perf_counter()
@@ -296,15 +287,13 @@ def build_features(
         staged = staging.partition_path("customer_features", ds)
         validation = validate(lake, ds, "customer_features", staged=staged, accept=accept)
         rows = _count_rows(staged)
-        published = {
-            model: [staging.publish(model, day) for day in plan.days_of(model)] for model in MODELS
-        }
+        published = {model: staging.publish(model, ds) for model in MODELS}
     if spark is not None:
-        _register_published(spark, plan)
+        _register_published(spark, ds)
     return FeaturesResult(
         ds=ds,
         rows=rows,
-        location=published["customer_features"][0],
+        location=published["customer_features"],
         seconds=round(time.perf_counter() - started, 2),
         node_seconds=node_seconds,
         dbt_seconds=round(dbt_seconds, 2),
@@ -313,12 +302,14 @@ def build_features(
     )
 
 
-def _register_published(spark: SparkSession, plan: BuildPlan) -> None:
+def _register_published(spark: SparkSession, ds: date) -> None:
     """Add the partitions just published to the metastore, so the next run's hook finds the
     lake and the metastore equal and repairs nothing (a repair lists every folder)."""
     for model in MODELS:
-        partitions = " ".join(f"partition (ds='{day.isoformat()}')" for day in plan.days_of(model))
-        spark.sql(f"alter table {PUBLISHED_SCHEMA}.{model} add if not exists {partitions}")
+        spark.sql(
+            f"alter table {PUBLISHED_SCHEMA}.{model} add if not exists "
+            f"partition (ds='{ds.isoformat()}')"
+        )
 
 
 def run_features(ds: date) -> str:

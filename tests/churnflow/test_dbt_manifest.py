@@ -21,7 +21,6 @@ def run_vars(ds: str, staging_root: str, state_from_yesterday: bool) -> dict[str
         "lake": "file:///lake",
         "staging_root": staging_root,
         "published_schema": "features",
-        "aggregate_days": [ds],
         "state_from_yesterday": state_from_yesterday,
         "raw_customers": "csv",
         "lake_partitions": {},
@@ -71,10 +70,10 @@ def test_a_kept_manifest_is_reused_and_an_edit_parses_again(project: Path, tmp_p
     assert configs(reused) == configs(parsed)
     # The lookups dbt builds lazily work on the reused copy (a plain pickle of dbt 1.11's
     # Manifest shifts them into the wrong fields).
-    assert reused.ref_lookup.find("customer_daily", None, None, reused) is not None
+    assert reused.ref_lookup.find("customer_state", None, None, reused) is not None
 
     key = project_key(project, "local")
-    model = project / "models" / "features" / "customer_daily.sql"
+    model = project / "models" / "features" / "customer_state.sql"
     model.write_text(model.read_text() + "\n-- an edit\n")
     assert project_key(project, "local") != key
     load_or_parse(kept_in, dbt_vars)

@@ -90,7 +90,7 @@ def test_a_dbt_runtime_error_caused_by_the_engine_is_transient(symptom: str) -> 
 
 def _raise_chained(outer: Exception, engine_message: str) -> None:
     try:
-        raise DbtRuntimeError(f"Runtime Error in model customer_daily: {engine_message}")
+        raise DbtRuntimeError(f"Runtime Error in model customer_state: {engine_message}")
     except DbtRuntimeError as inner:
         raise outer from inner
 
@@ -98,7 +98,7 @@ def _raise_chained(outer: Exception, engine_message: str) -> None:
 def test_a_dbt_test_or_rule_failure_is_a_data_error() -> None:
     from churnflow.features import FeaturesError
 
-    err = FeaturesError("features ds=2026-03-02: test row_rules on customer_daily failed: 3 rows")
+    err = FeaturesError("features ds=2026-03-02: test row_rules on customer_state failed: 3 rows")
     assert not is_transient(err)
     assert exit_code(err) == os.EX_DATAERR
 

@@ -13,20 +13,6 @@
 {% endmacro %}
 
 
-{#- customer_daily as customer_state sees it: this run's staged days, and every other day from the
-    published table. -#}
-{% macro daily_history() %}
-    {%- set columns = 'customer_id, orders, amount, items, first_order_ts, last_order_ts, built_at, ds' -%}
-    {%- set staged_days = [] -%}
-    {%- for day in var('aggregate_days') -%}
-        {%- do staged_days.append(day_literal(day)) -%}
-    {%- endfor -%}
-    {{- return('(select ' ~ columns ~ ' from ' ~ ref('customer_daily') ~ ' union all select '
-        ~ columns ~ ' from ' ~ published('customer_daily') ~ ' where ds not in ('
-        ~ staged_days | join(', ') ~ '))') -}}
-{% endmacro %}
-
-
 {#- The time this dbt invocation started, as a Spark timestamp literal (UTC). -#}
 {% macro run_stamp() %}
     {{- "timestamp'" ~ run_started_at.strftime('%Y-%m-%d %H:%M:%S.%f') ~ "'" -}}

@@ -1,15 +1,14 @@
 -- Every customer seen up to `ds`, with running totals over the windows ending on `ds`.
 --
 -- Normally derived from yesterday's published state: today's orders enter every window and the
--- day that falls out of an N-day window (ds - N) leaves it, so a run reads one state partition and
--- five daily partitions whatever the length of the history. When yesterday's state is missing or
--- stale (`state_from_yesterday`, decided by churnflow.features from the lake) the same totals are
--- computed from all daily partitions up to `ds`. Amounts stay decimal, so adding and subtracting
--- day after day is exact.
--- depends_on: {{ ref('customer_daily') }}
+-- orders of the day that falls out of an N-day window (ds - N) leave it, so a run reads one state
+-- partition and five days of silver orders whatever the length of the history. When yesterday's
+-- state is missing or stale (`state_from_yesterday`, decided by churnflow.features from the
+-- lake) the same totals are computed from all silver orders up to `ds`. Amounts stay decimal, so
+-- adding and subtracting day after day is exact.
 {%- set windows = var('windows') %}
 {%- set day = day_literal() %}
-{%- set daily = daily_history() %}
+{%- set chained = var('state_from_yesterday') %}
 {%- set totals -%}
     min(first_order_ts) as first_order_ts,
     max(last_order_ts) as last_order_ts,
@@ -25,9 +24,28 @@
     {{ day }} as ds
 {%- endset %}
 
-{%- if var('state_from_yesterday') %}
+with orders as (
+    -- the orders read, one row each (one aggregation, by customer, does the rest): the run's day
+    -- and the days leaving a window when chained, every day up to ds otherwise
+    select
+        customer_id,
+        1 as orders,
+        amount,
+        cast(items as bigint) as items,
+        order_ts as first_order_ts,
+        order_ts as last_order_ts,
+        ds
+    from {{ ref('stg_orders') }}
+    {%- if chained %}
+    where ds in ({{ day }}{% for n in windows %}, date_sub({{ day }}, {{ n }}){% endfor %})
+    {%- else %}
+    where ds <= {{ day }}
+    {%- endif %}
+),
 
-with changes as (
+{%- if chained %}
+
+changes as (
     -- chained from the published state of the previous day
     select
         customer_id,
@@ -58,8 +76,7 @@ with changes as (
         {{ window_sign(n) }} * amount,
         {%- endfor %}
         {{ window_sign(90) }} * items
-    from {{ daily }}
-    where ds in ({{ day }}{% for n in windows %}, date_sub({{ day }}, {{ n }}){% endfor %})
+    from orders
 )
 
 select customer_id, {{ totals }}
@@ -68,7 +85,7 @@ group by customer_id
 
 {%- else %}
 
-with changes as (
+changes as (
     select
         customer_id,
         first_order_ts,
@@ -81,8 +98,7 @@ with changes as (
         case when ds > date_sub({{ day }}, {{ n }}) then amount else 0 end as amount_{{ n }}d,
         {%- endfor %}
         case when ds > date_sub({{ day }}, 90) then items else 0 end as items_90d
-    from {{ daily }}
-    where ds <= {{ day }}
+    from orders
 )
 
 select /*+ REPARTITION(1) */ customer_id, {{ totals }}
