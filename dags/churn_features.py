@@ -16,7 +16,8 @@ that fails a check leaves the published partition as it was.
    state chains on it); fails at once when it did not.
 5. `build_features` — `churnflow features`: dbt build of `customer_features` for `ds` (only
    data up to the end of `ds`); dbt tests and the `customer_features` suite run on the staged
-   tables before they are published.
+   tables before they are published. One build runs at a time across all runs (dbt's staged
+   tables are shared by name in the metastore).
 6. `publish_customer_features` — an event of the **customer_features** asset with
    `extra.ds`, which downstream DAGs follow.
 
@@ -98,6 +99,9 @@ with DAG(
         profile="spark",
         argv=["churnflow", "features", "--ds", ds],
         env=ACCEPT,
+        # dbt's staged tables have one name per model in the shared metastore: builds of two
+        # days at once (a backfill beside the scheduled run) would drop each other's tables.
+        max_active_tis_per_dag=1,
     )
     chain(
         LandingPartitionSensor(task_id="wait_for_orders", dataset="raw/orders"),
