@@ -73,35 +73,17 @@ where w.orders_90d > 0
 """
 
 
-@dataclass(frozen=True)
-class Dialect:
-    """How one engine reads the silver folder and writes date and timestamp arithmetic."""
-
-    source: str  # the silver orders, `{silver}` being the folder
-    days_before: str  # `{day}` minus `{n}` days
-    days_between: str  # days from `{start}` to `{end}`
-    micros: str  # microseconds since the epoch of `{ts}`
-    hint: str = ""
-
-
-DIALECTS = {
-    # DuckDB computes the features in-process, the fastest way to them on one machine.
-    "duckdb": Dialect(
-        source="read_parquet('{silver}/*/*.parquet', hive_partitioning = true)",
-        days_before="{day} - {n}",
-        days_between="{end} - {start}",
-        micros="epoch_us({ts})",
-    ),
-    # The same as one Spark SQL statement on the warm server: what the engine alone costs,
-    # without dbt's statements, its tests, the GX audit or the publish.
-    "spark": Dialect(
-        source="parquet.`{silver}`",
-        days_before="date_sub({day}, {n})",
-        days_between="datediff({end}, {start})",
-        micros="unix_micros({ts})",
-        hint="/*+ REPARTITION(1) */",
-    ),
-}
+# Each engine's measurement: a fresh process runs the query (argv[1]), writes Parquet to argv[2]
+# and prints the seconds that took (DuckDB's import included; Spark's after it has connected).
+DUCKDB_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+import duckdb
+rows = duckdb.sql(sys.argv[1]).fetch_arrow_table()
+import pyarrow.parquet as pq
+pq.write_table(rows, sys.argv[2])
+print(json.dumps({"rows": rows.num_rows, "compute_s": time.perf_counter() - t0}))
+"""
 
 SPARK_PROBE = """
 import json, os, sys, time
@@ -112,15 +94,39 @@ spark.sql(sys.argv[1]).write.mode("overwrite").parquet(sys.argv[2])
 print(json.dumps({"compute_s": time.perf_counter() - t0}))
 """
 
-DUCKDB_PROBE = """
-import json, sys, time
-t0 = time.perf_counter()
-import duckdb
-rows = duckdb.sql(sys.argv[1]).fetch_arrow_table()
-import pyarrow.parquet as pq
-pq.write_table(rows, sys.argv[2])
-print(json.dumps({"rows": rows.num_rows, "compute_s": time.perf_counter() - t0}))
-"""
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one engine reads the silver folder and writes date and timestamp arithmetic."""
+
+    source: str  # the silver orders, `{silver}` being the folder
+    days_before: str  # `{day}` minus `{n}` days
+    days_between: str  # days from `{start}` to `{end}`
+    micros: str  # microseconds since the epoch of `{ts}`
+    probe: str  # the program that runs the query and times it
+    hint: str = ""
+
+
+DIALECTS = {
+    # DuckDB computes the features in-process, the fastest way to them on one machine.
+    "duckdb": Dialect(
+        source="read_parquet('{silver}/*/*.parquet', hive_partitioning = true)",
+        days_before="{day} - {n}",
+        days_between="{end} - {start}",
+        micros="epoch_us({ts})",
+        probe=DUCKDB_PROBE,
+    ),
+    # The same as one Spark SQL statement on the warm server: what the engine alone costs,
+    # without dbt's statements, its tests, the GX audit or the publish.
+    "spark": Dialect(
+        source="parquet.`{silver}`",
+        days_before="date_sub({day}, {n})",
+        days_between="datediff({end}, {start})",
+        micros="unix_micros({ts})",
+        probe=SPARK_PROBE,
+        hint="/*+ REPARTITION(1) */",
+    ),
+}
 
 
 def features_sql(silver: Path, ds: date, dialect: str = "duckdb") -> str:
@@ -226,30 +232,15 @@ def spark_day(ds: date, env: dict[str, str], repeats: int) -> tuple[float, float
     return statistics.median(w for w, _ in forked), statistics.median(fresh), breakdown
 
 
-def duckdb_day(
-    silver: Path, ds: date, out: Path, env: dict[str, str], repeats: int
-) -> tuple[float, float, int]:
-    walls, computes, rows = [], [], 0
-    for _ in range(repeats):
-        wall, stdout = timed(
-            [sys.executable, "-c", DUCKDB_PROBE, features_sql(silver, ds), str(out)], env
-        )
-        report = json.loads(stdout.strip().splitlines()[-1])
-        walls.append(wall)
-        computes.append(report["compute_s"])
-        rows = report["rows"]
-    return statistics.median(walls), statistics.median(computes), rows
-
-
-def spark_alone_day(
-    silver: Path, ds: date, out: Path, env: dict[str, str], repeats: int
+def engine_day(
+    dialect: str, silver: Path, ds: date, out: Path, env: dict[str, str], *, repeats: int
 ) -> tuple[float, float]:
-    """Median wall time of a fresh client sending the one-statement features query to the warm
-    Spark Connect server, and of the statement alone (the engine's floor for the day)."""
+    """Median wall time of a fresh process computing the features of `ds` from scratch with one
+    engine, and of its query alone."""
+    query = features_sql(silver, ds, dialect)
     walls, computes = [], []
     for _ in range(repeats):
-        query = features_sql(silver, ds, "spark")
-        wall, stdout = timed([sys.executable, "-c", SPARK_PROBE, query, str(out)], env)
+        wall, stdout = timed([sys.executable, "-c", DIALECTS[dialect].probe, query, str(out)], env)
         walls.append(wall)
         computes.append(json.loads(stdout.strip().splitlines()[-1])["compute_s"])
     return statistics.median(walls), statistics.median(computes)
@@ -303,9 +294,11 @@ def main() -> None:
                 spark_wall, spark_fresh, breakdown = spark_day(ds, env, args.repeats)
                 duck_file = Path(home) / f"duckdb-{ds}.parquet"
                 silver = lake / "silver" / "orders"
-                duck_wall, duck_compute, _ = duckdb_day(silver, ds, duck_file, env, args.repeats)
+                duck_wall, duck_compute = engine_day(
+                    "duckdb", silver, ds, duck_file, env, repeats=args.repeats
+                )
                 alone_folder = Path(home) / f"spark-alone-{ds}"
-                _, alone = spark_alone_day(silver, ds, alone_folder, env, args.repeats)
+                _, alone = engine_day("spark", silver, ds, alone_folder, env, repeats=args.repeats)
                 results.append(
                     (
                         label,
