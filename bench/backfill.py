@@ -34,6 +34,7 @@ from rich.console import Console
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from churnflow.step_server import STEP_ENDED  # noqa: E402
 from devstack.api import AirflowClient, count_states  # noqa: E402
 from devstack.demo import (  # noqa: E402
     DEMO_DAGS,
@@ -295,6 +296,22 @@ def cpu_report(before: CpuSnapshot, after: CpuSnapshot, days: int) -> None:
     )
 
 
+def step_cpu_report(log: Path, offset: int, days: int) -> None:
+    """Each churnflow command's CPU per day, from the step server's line for every step that
+    ended while the measured days ran (the forked step's own CPU, not the Spark server's)."""
+    per_command: dict[str, list[float]] = {}
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        for match in STEP_ENDED.finditer(lines.read().decode(errors="replace")):
+            per_command.setdefault(match["command"], []).append(float(match["cpu"]))
+    print("\nthe steps' own CPU (step server's log; Spark's share is under spark-connect):")
+    print(f"  {'churnflow command':58} {'steps':>6} {'median CPU s':>13} {'CPU s per day':>14}")
+    for command, cpu in sorted(per_command.items(), key=lambda item: -sum(item[1])):
+        print(
+            f"  {command:58} {len(cpu):6d} {statistics.median(cpu):13.2f} {sum(cpu) / days:14.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=10, help="measured days of the whole chain")
@@ -326,6 +343,8 @@ def main() -> None:
             train_first_model(client, config, plan, console, timeout_s=1800)
             pids = service_pids(config)
             before = cpu_snapshot(pids)
+            steps_log = config.logs / "steps.log"
+            steps_log_offset = steps_log.stat().st_size
             started = time.perf_counter()
             runs = run_backfills(
                 client, DAILY_DAGS, measured, last, console=console, timeout_s=3600
@@ -343,6 +362,7 @@ def main() -> None:
             step_medians(tasks)
             critical_path(tasks)
             cpu_report(before, after, args.days)
+            step_cpu_report(steps_log, steps_log_offset, args.days)
             fixed_costs({**env, "PATH": env["PATH"]}, args.repeats)
         finally:
             down(config, log=lambda _: None)

@@ -25,6 +25,8 @@ import contextlib
 import importlib
 import json
 import os
+import re
+import resource
 import selectors
 import signal
 import socket
@@ -383,7 +385,7 @@ class StepServer:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -392,7 +394,7 @@ class StepServer:
             if entry is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            _log(f"pid {pid}: exit {code} after {time.monotonic() - entry.started:.1f} s")
+            _log(step_ended_line(pid, entry.argv, code, time.monotonic() - entry.started, usage))
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(entry.conn)
             with contextlib.suppress(OSError):
@@ -433,6 +435,23 @@ def _become_subreaper() -> None:
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+# The log line each step ends with; `bench/backfill` reads the CPU seconds back from it.
+STEP_ENDED = re.compile(
+    r"pid (?P<pid>\d+) churnflow (?P<command>\S+): exit (?P<exit>-?\d+) after "
+    r"(?P<wall>[\d.]+) s, (?P<cpu>[\d.]+) CPU s"
+)
+
+
+def step_ended_line(
+    pid: int, argv: Sequence[str], code: int, wall_s: float, usage: resource.struct_rusage
+) -> str:
+    """Wall and CPU seconds (user + system, the step's reaped children included): a step's
+    cost on a shared machine is its CPU, which its wall time hides when the cores are busy."""
+    command = argv[0] if argv else "-"
+    cpu_s = usage.ru_utime + usage.ru_stime
+    return f"pid {pid} churnflow {command}: exit {code} after {wall_s:.1f} s, {cpu_s:.2f} CPU s"
 
 
 def _log(message: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from churnflow.step_server import start_step
+from churnflow.step_server import STEP_ENDED, start_step
 from churnflow_airflow.local_runner import LocalStepOperator
 from churnflow_airflow.step_env import step_environment
 from tests.conftest import CHURNFLOW, run_cli
@@ -91,7 +91,11 @@ def test_a_step_runs_forked_with_the_callers_env_and_output(
     out = capsys.readouterr().out
     assert "forked from the step server" in out
     assert f"orders in 1 file(s) at {lake}/raw/orders/ds={DAY}" in out
-    assert f"churnflow check-landing --ds {DAY}" in served.read_text()
+    log = served.read_text()
+    assert f"churnflow check-landing --ds {DAY}" in log
+    # Logged before the exit status is sent: each step's CPU, for bench/backfill.
+    ended = [m for m in STEP_ENDED.finditer(log) if m["command"] == "check-landing"]
+    assert ended and ended[-1]["exit"] == "0" and float(ended[-1]["cpu"]) > 0
 
 
 def test_the_socket_is_created_private(server: tuple[Path, Path]) -> None:
