@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from churnflow.errors import ConfigError, DataError
+from churnflow.ingest import unloaded_days, unloaded_days_problem
 from churnflow.lake import CUSTOMER_FEATURES, FEATURES, RAW_CUSTOMERS, SILVER_ORDERS, Lake
 
 if TYPE_CHECKING:
@@ -140,7 +141,8 @@ def plan_build(lake: Lake, ds: date) -> BuildPlan:
     It can when it exists and every silver partition before `ds` was published before it was
     written; a partition published since (a rerun of ingest, a late day) is named in the plan,
     and the state is rebuilt from all silver orders up to `ds`, as it is when yesterday's state
-    is missing (a first run over history, a gap).
+    is missing (a first run over history, a day after one with no orders). A hole in silver
+    where raw orders landed is refused rather than built over.
     """
     silver = lake.published(SILVER_ORDERS)
     if ds not in silver:
@@ -148,6 +150,8 @@ def plan_build(lake: Lake, ds: date) -> BuildPlan:
             f"features ds={ds}: silver orders have no partition at "
             f"{lake.partition_uri(SILVER_ORDERS, ds)}; run `churnflow ingest --ds {ds}` first"
         )
+    if unloaded := unloaded_days(lake, ds, silver):
+        raise FeaturesError(f"features ds={ds}: {unloaded_days_problem(lake, unloaded, ds)}")
     built = lake.published(STATE).get(ds - timedelta(days=1))
     if built is None:
         return BuildPlan(ds, state_from_yesterday=False)

@@ -44,7 +44,7 @@ with the rule it broke. Choices worth knowing:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -118,6 +118,30 @@ _PARQUET_TYPES = {
 class IngestError(DataError):
     """A day's raw orders cannot become silver: a file, a column or too many rows break the
     landing contract."""
+
+
+def unloaded_days(lake: Lake, before: date, silver: Collection[date] | None = None) -> list[date]:
+    """Days before `before` whose raw orders landed but were never ingested, counted from the
+    first silver day: a hole in the history that anything built on the days after it would not
+    see (typically a scheduled day run ahead of the backfill that loads the days before it).
+    Raw days before the first silver day are history the lake chose not to load, not a hole."""
+    loaded = lake.partitions(SILVER_ORDERS) if silver is None else silver
+    if not loaded:
+        return []
+    start = min(loaded)
+    return [d for d in lake.partitions(RAW_ORDERS) if start < d < before and d not in loaded]
+
+
+def unloaded_days_problem(lake: Lake, days: Sequence[date], before: date) -> str:
+    """What is wrong and the command that mends it, for a caller's error message."""
+    span = days[0].isoformat() + (f" .. {days[-1]}" if len(days) > 1 else "")
+    return (
+        f"raw orders of {len(days)} day(s) in {span} landed at {lake.dataset_uri(RAW_ORDERS)} "
+        f"but have no silver partition at {lake.dataset_uri(SILVER_ORDERS)}, so what is built "
+        f"on later days would miss their orders. Ingest them first: `churnflow ingest --ds "
+        f"{days[0]} --through {before - timedelta(days=1)}` (in Airflow: backfill "
+        f"churn_features from {days[0]} with --reprocess-behavior completed)"
+    )
 
 
 @dataclass(frozen=True)
@@ -527,6 +551,8 @@ def ingest_days(
 
     lake = Lake.of(lake)
     require_site(lake, "silver_orders")
+    if unloaded := unloaded_days(lake, first):  # its earlier-day duplicates would go unseen
+        raise IngestError(f"ingest ds={first}: {unloaded_days_problem(lake, unloaded, first)}")
     day = first
     while day <= last:
         days = [day + timedelta(days=n) for n in range(min(DAYS_PER_PASS, (last - day).days + 1))]

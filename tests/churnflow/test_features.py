@@ -22,7 +22,7 @@ import pytest
 
 from churnflow.features import FeaturesError, build_features, run_features
 from churnflow.generate import GenerateRequest, generate
-from churnflow.lake import RAW_CUSTOMERS, RAW_ORDERS, Lake
+from churnflow.lake import CUSTOMER_FEATURES, RAW_CUSTOMERS, RAW_ORDERS, SILVER_ORDERS, Lake
 from churnflow.settings import get_settings
 from tests.churnflow.contracts import FEATURES_SCHEMA, SILVER_SCHEMA, WINDOWS
 
@@ -55,6 +55,14 @@ def make_lake(lake: Path, start: date, end: date, silver_days: list[date]) -> No
     for day in silver_days:
         raw = pd.read_csv(Lake(lake).partition_path(RAW_ORDERS, day) / "part-00000.csv", dtype=str)
         write_silver(lake, day, raw)
+
+
+def orders_landed_only_on(lake: Path, days: list[date]) -> None:
+    """A sparse lake: raw orders of the other days removed, as if none had landed (a landed day
+    left out of silver would be a hole the build refuses)."""
+    for day in Lake(lake).partitions(RAW_ORDERS):
+        if day not in days:
+            shutil.rmtree(Lake(lake).partition_path(RAW_ORDERS, day))
 
 
 def expected_features(lake: Path, ds: date) -> pd.DataFrame:
@@ -174,6 +182,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         silver_days = [HISTORY_START + timedelta(n) for n in range(history)]
         make_lake(lake, HISTORY_START, DAYS[-1] + timedelta(2), silver_days=silver_days)
         make_lake(year_lake, YEAR_DAYS[0], YEAR_DAY, silver_days=YEAR_DAYS)
+        orders_landed_only_on(year_lake, YEAR_DAYS)
         shutil.rmtree(year_lake / RAW_CUSTOMERS)  # the sparse lake starts without attributes
         yield Env(lake=lake, year_lake=year_lake, state_dir=root / "dbt")
         if get_spark.cache_info().currsize:
@@ -267,6 +276,7 @@ def test_customer_attributes_landed_later_as_parquet_are_used(env: Env) -> None:
         start=YEAR_DAYS[0], end=YEAR_DAY, customers=CUSTOMERS, file_format="parquet"
     )
     generate(request, env.year_lake, progress=False)  # same orders, customers now in Parquet
+    orders_landed_only_on(env.year_lake, YEAR_DAYS)
     build_features(env.year_lake, YEAR_DAY)
     assert_matches_reference(env.year_lake, YEAR_DAY)
     frame = read_features(env.year_lake, YEAR_DAY)
@@ -335,6 +345,28 @@ def test_reingesting_an_old_day_is_picked_up_by_the_next_build(
 def test_a_missing_silver_day_fails_before_dbt_runs(env: Env) -> None:
     with pytest.raises(FeaturesError, match="run `churnflow ingest --ds 2027-01-01` first"):
         build_features(env.lake, date(2027, 1, 1))
+
+
+def test_a_landed_day_missing_from_silver_is_refused_and_nothing_is_published(
+    env: Env,
+) -> None:
+    """A day whose raw orders landed but were never ingested is a hole in the history (a
+    scheduled day run ahead of the backfill of the days before it), not a day without orders."""
+    lake, day, hole = Lake(env.lake), DAYS[-1] + timedelta(1), DAYS[0] - timedelta(10)
+    features = lake.partition_path(CUSTOMER_FEATURES, day)
+    before = digest(features) if features.is_dir() else None
+    silver = lake.partition_path(SILVER_ORDERS, hole)
+    aside = env.lake.parent / "silver-aside"
+    silver.rename(aside)  # a move keeps the files' times: the chain rule sees the same silver
+    try:
+        with pytest.raises(FeaturesError) as failure:
+            build_features(env.lake, day)
+    finally:
+        aside.rename(silver)
+    message = str(failure.value)
+    assert f"raw orders of 1 day(s) in {hole} landed" in message
+    assert f"churnflow ingest --ds {hole} --through {day - timedelta(1)}" in message
+    assert (digest(features) if features.is_dir() else None) == before
 
 
 def run_features_for(lake: Path, day: date) -> str:

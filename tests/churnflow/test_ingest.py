@@ -141,6 +141,21 @@ def test_rerun_gives_identical_rows_and_never_duplicates(
     assert len(ids) == len(set(ids))
 
 
+def test_a_day_after_a_landed_day_not_yet_ingested_is_refused_and_nothing_is_written(
+    spark: SparkSession, lake_copy: Path
+) -> None:
+    """DAYS[3] landed but is not in silver: DAYS[4]'s duplicates against it would go unseen
+    (a scheduled day run ahead of the backfill that loads the days before it)."""
+    lake = Lake(lake_copy)
+    with pytest.raises(IngestError) as caught:
+        ingest_orders(lake_copy, DAYS[4], spark)
+    message = str(caught.value)
+    assert f"ingest ds={DAYS[4]}: raw orders of 1 day(s) in {DAYS[3]} landed" in message
+    assert f"churnflow ingest --ds {DAYS[3]} --through {DAYS[3]}" in message
+    assert lake.partitions(SILVER_ORDERS) == DAYS[:3]
+    assert [s.ds for s in ingest_days(lake_copy, DAYS[3], DAYS[4], spark)] == DAYS[3:]
+
+
 def test_several_files_are_read_by_header_and_duplicates_collapse_or_are_quarantined(
     spark: SparkSession, lake_copy: Path
 ) -> None:
