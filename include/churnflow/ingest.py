@@ -61,6 +61,7 @@ from churnflow.lake import (
     Lake,
     file_uri,
     partition_name,
+    partition_names,
     partition_relative,
 )
 from churnflow.landing import (
@@ -132,15 +133,17 @@ def unloaded_days(lake: Lake, before: date, silver: Collection[date] | None = No
     return [d for d in lake.partitions(RAW_ORDERS) if start < d < before and d not in loaded]
 
 
-def unloaded_days_problem(lake: Lake, days: Sequence[date], before: date) -> str:
-    """What is wrong and the command that mends it, for a caller's error message."""
-    span = days[0].isoformat() + (f" .. {days[-1]}" if len(days) > 1 else "")
+def unloaded_days_problem(lake: Lake, days: Sequence[date], through: date) -> str:
+    """What is wrong and the commands that mend it (the range up to `through`, the day asked
+    for: its own duplicate check ran against the incomplete history), for an error message."""
     return (
-        f"raw orders of {len(days)} day(s) in {span} landed at {lake.dataset_uri(RAW_ORDERS)} "
-        f"but have no silver partition at {lake.dataset_uri(SILVER_ORDERS)}, so what is built "
-        f"on later days would miss their orders. Ingest them first: `churnflow ingest --ds "
-        f"{days[0]} --through {before - timedelta(days=1)}` (in Airflow: backfill "
-        f"churn_features from {days[0]} with --reprocess-behavior completed)"
+        f"raw orders of {partition_names(days)} landed at {lake.dataset_uri(RAW_ORDERS)} but "
+        f"have no silver partition at {lake.dataset_uri(SILVER_ORDERS)}, so what is built on "
+        f"later days would miss their orders. Ingest them first: `churnflow ingest --ds "
+        f"{days[0]} --through {through}`, or in Airflow `airflow backfill create --dag-id "
+        f"churn_features --from-date {days[0]} --to-date {through} --reprocess-behavior "
+        "completed`. A day whose own ingest fails there needs its delivery fixed first "
+        "(README, 'Backfills, reruns and resuming')"
     )
 
 
@@ -552,7 +555,7 @@ def ingest_days(
     lake = Lake.of(lake)
     require_site(lake, "silver_orders")
     if unloaded := unloaded_days(lake, first):  # its earlier-day duplicates would go unseen
-        raise IngestError(f"ingest ds={first}: {unloaded_days_problem(lake, unloaded, first)}")
+        raise IngestError(f"ingest ds={first}: {unloaded_days_problem(lake, unloaded, last)}")
     day = first
     while day <= last:
         days = [day + timedelta(days=n) for n in range(min(DAYS_PER_PASS, (last - day).days + 1))]

@@ -23,7 +23,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -76,6 +76,12 @@ def file_uri(path: Path) -> str:
 def partition_name(ds: date, key: str = PARTITION_KEY) -> str:
     """`ds=2026-03-01`: the folder name of one partition."""
     return f"{key}={ds.isoformat()}"
+
+
+def partition_names(days: Sequence[date], shown: int = 5) -> str:
+    """`ds=2026-03-01, ds=2026-03-08 and 3 more`: a list of partitions as messages name them."""
+    names = ", ".join(partition_name(day) for day in days[:shown])
+    return names + (f" and {len(days) - shown} more" if len(days) > shown else "")
 
 
 def partition_relative(dataset: str, ds: date, key: str = PARTITION_KEY) -> str:

@@ -448,9 +448,10 @@ STEP_ENDED = re.compile(
 def step_ended_line(
     pid: int, argv: Sequence[str], code: int, wall_s: float, usage: resource.struct_rusage
 ) -> str:
-    """Wall and CPU seconds (user + system, the step's reaped children included): a step's
-    cost on a shared machine is its CPU, which its wall time hides when the cores are busy."""
-    command = argv[0] if argv else "-"
+    """Wall and CPU seconds (user + system, with the children the step waited for; orphans
+    the server adopts and reaps are not counted): a step's cost on a shared machine is its
+    CPU, which its wall time hides when the cores are busy."""
+    command = re.sub(r"\s", "_", str(argv[0])) if argv and str(argv[0]) else "-"
     cpu_s = usage.ru_utime + usage.ru_stime
     return f"pid {pid} churnflow {command}: exit {code} after {wall_s:.1f} s, {cpu_s:.2f} CPU s"
 

@@ -50,6 +50,7 @@ from churnflow.lake import (
     Lake,
     file_uri,
     partition_name,
+    partition_names,
     partition_relative,
 )
 
@@ -71,7 +72,6 @@ SNAPSHOT = "snapshot_ds"
 CUSTOMER = "customer_id"
 LABEL = "churned"
 KEYS = (SNAPSHOT, CUSTOMER)
-_SHOWN = 5
 
 
 class TrainingSetError(DataError):
@@ -186,12 +186,6 @@ def _span(days: list[str]) -> str:
     return days[0] if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)})"
 
 
-def _days(days: list[date] | tuple[date, ...]) -> str:
-    """`ds=2026-03-01, ds=2026-03-08 and 3 more`: partitions as messages name them."""
-    shown = ", ".join(partition_name(day) for day in days[:_SHOWN])
-    return shown + (f" and {len(days) - _SHOWN} more" if len(days) > _SHOWN else "")
-
-
 def plan_training_set(lake: Lake, as_of: date, config: TrainingSetConfig) -> TrainingSetPlan:
     """The snapshots and silver partitions of `as_of`, from the lake's listing (no Spark).
 
@@ -209,18 +203,18 @@ def plan_training_set(lake: Lake, as_of: date, config: TrainingSetConfig) -> Tra
     missing = [day for day in matured if day not in published]
     if missing:
         raise MissingSnapshotError(
-            f"{head}: {CUSTOMER_FEATURES} has no published partition {_days(missing)}, inside "
-            f"the window of {config.snapshots} snapshots every {config.every_days} days ending "
-            f"at ds={newest} (as-of minus the {config.horizon_days}-day label horizon); "
-            f"published snapshots run from ds={first} to ds={max(published)}; build the "
-            f"missing features first; rule: every snapshot of the window from the first "
-            f"published one on is present. {left}"
+            f"{head}: {CUSTOMER_FEATURES} has no published partition "
+            f"{partition_names(missing)}, inside the window of {config.snapshots} snapshots "
+            f"every {config.every_days} days ending at ds={newest} (as-of minus the "
+            f"{config.horizon_days}-day label horizon); published snapshots run from "
+            f"ds={first} to ds={max(published)}; build the missing features first; rule: "
+            f"every snapshot of the window from the first published one on is present. {left}"
         )
     if len(matured) < config.min_snapshots:
         since = f"published since ds={first}" if first else "published at all"
         raise TooFewSnapshotsError(
             f"{head}: {len(matured)} {CUSTOMER_FEATURES} snapshot(s) of the window "
-            f"({_days(matured) or 'none'}) have a label matured by {as_of} (snapshot <= "
+            f"({partition_names(matured) or 'none'}) have a label matured by {as_of} (snapshot <= "
             f"ds={newest}, horizon {config.horizon_days} days) among those {since}; the "
             f"split needs at least {config.min_snapshots} (one to train, "
             f"{config.validation_snapshots} to validate, one holdout); train at a later as-of "
@@ -237,7 +231,7 @@ def plan_training_set(lake: Lake, as_of: date, config: TrainingSetConfig) -> Tra
     gaps = [day for day in needed if day not in silver]
     if gaps:
         what = (
-            f"no published partition {_days(gaps)}"
+            f"no published partition {partition_names(gaps)}"
             if any(day <= as_of for day in silver)
             else f"no partition up to ds={as_of}"
         )
@@ -397,7 +391,7 @@ def audit_counts(counts: list[dict[str, Any]], plan: TrainingSetPlan) -> dict[st
     if empty:
         raise fail(
             MissingSnapshotError,
-            f"{CUSTOMER_FEATURES} {_days(empty)} of the window hold(s) no rows",
+            f"{CUSTOMER_FEATURES} {partition_names(empty)} of the window hold(s) no rows",
             "every snapshot of the window has active customers",
         )
     splits: dict[str, dict[str, Any]] = {}
@@ -406,7 +400,7 @@ def audit_counts(counts: list[dict[str, Any]], plan: TrainingSetPlan) -> dict[st
         rows = sum(row["rows"] for row in mine)
         positives = sum(row["positives"] for row in mine)
         days = plan.splits[name]
-        where = f"the {name} split ({CUSTOMER_FEATURES} {_days(list(days))})"
+        where = f"the {name} split ({CUSTOMER_FEATURES} {partition_names(list(days))})"
         if rows < plan.config.min_rows:
             raise fail(
                 TrainingSetAuditError,

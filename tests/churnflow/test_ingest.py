@@ -150,8 +150,8 @@ def test_a_day_after_a_landed_day_not_yet_ingested_is_refused_and_nothing_is_wri
     with pytest.raises(IngestError) as caught:
         ingest_orders(lake_copy, DAYS[4], spark)
     message = str(caught.value)
-    assert f"ingest ds={DAYS[4]}: raw orders of 1 day(s) in {DAYS[3]} landed" in message
-    assert f"churnflow ingest --ds {DAYS[3]} --through {DAYS[3]}" in message
+    assert f"ingest ds={DAYS[4]}: raw orders of ds={DAYS[3]} landed" in message
+    assert f"churnflow ingest --ds {DAYS[3]} --through {DAYS[4]}" in message
     assert lake.partitions(SILVER_ORDERS) == DAYS[:3]
     assert [s.ds for s in ingest_days(lake_copy, DAYS[3], DAYS[4], spark)] == DAYS[3:]
 
