@@ -60,9 +60,10 @@ def make_lake(lake: Path, start: date, end: date, silver_days: list[date]) -> No
 def orders_landed_only_on(lake: Path, days: list[date]) -> None:
     """A sparse lake: raw orders of the other days removed, as if none had landed (a landed day
     left out of silver would be a hole the build refuses)."""
-    for day in Lake(lake).partitions(RAW_ORDERS):
+    landed = Lake(lake)
+    for day in landed.partitions(RAW_ORDERS):
         if day not in days:
-            shutil.rmtree(Lake(lake).partition_path(RAW_ORDERS, day))
+            shutil.rmtree(landed.partition_path(RAW_ORDERS, day))
 
 
 def expected_features(lake: Path, ds: date) -> pd.DataFrame:
