@@ -105,6 +105,11 @@ def test_shifted_data_drifts_and_quality_names_what_is_new(
     quality = summary.metrics["quality"]
     assert quality["country"]["new_categories"] == ["XX"]
     assert quality["amount_90d"]["out_of_range_share"] > 0
+    # The report's quality section counts by the same rules, against the reference's bounds.
+    report = (lake.partition_path(DRIFT, day) / REPORT_FILE).read_text()
+    low, high = quality["amount_90d"]["reference_range"]
+    assert f"Column 'amount_90d' values out of range {low} to {high}" in report
+    assert "Column 'country' values out of list [" in report
     # Scores of a later day are compared with the days before it.
     assert summary.metrics["predictions"]["reference_days"] >= 1
     assert summary.metrics["predictions"]["drift"]["drifted"] is True
