@@ -353,12 +353,19 @@ def stack_env(config: StackConfig, airflow_db: str) -> dict[str, str]:
 
 # What every task process imports to parse its DAG file and run its task: the task runner, the
 # step factory and runner, the landing sensor's trigger and S3 hook. The LocalExecutor forks
-# its workers from the scheduler and each task from a worker, so a scheduler that imported them
-# first hands them to every task loaded: 0.3-0.5 s of CPU less per task on 2 cores, where a
-# backfill day runs a dozen tasks.
-SCHEDULER_PRELOAD = (
+# its workers from the scheduler and each task from a worker, and the DAG processor forks a
+# process per DAG file it parses, so a scheduler and a DAG processor that imported them first
+# hand them to every child: 0.3-0.5 s of CPU less per task on 2 cores, where a backfill day
+# runs a dozen tasks. `churnflow_airflow.assets` builds the DAGs' Assets, and the first Asset a
+# process builds makes Airflow discover every provider's asset URI handlers (the Amazon
+# provider's import boto3): done once here instead of in each child, it was over half of a
+# task process's CPU in a backfill (py-spy of the scheduler and its children), and most of the
+# idle DAG processor's (it parses every file every 30 s). Edits to the plugins' operators need
+# a restart of the stack (README, "The local stack"); DAG files are read afresh.
+AIRFLOW_PRELOAD = (
     "airflow.sdk.execution_time.task_runner",
     "airflow.providers.standard.operators.trigger_dagrun",
+    "churnflow_airflow.assets",
     "churnflow_airflow.steps",
     "churnflow_airflow.local_runner",
     "churnflow_airflow.landing_sensor",
@@ -378,8 +385,8 @@ _PRELOADED_AIRFLOW = (
 
 
 def preloaded_airflow(command: str) -> list[str]:
-    """`airflow <command>` in a process that imports SCHEDULER_PRELOAD first."""
-    return [str(_venv_bin() / "python"), "-c", _PRELOADED_AIRFLOW, command, *SCHEDULER_PRELOAD]
+    """`airflow <command>` in a process that imports AIRFLOW_PRELOAD first."""
+    return [str(_venv_bin() / "python"), "-c", _PRELOADED_AIRFLOW, command, *AIRFLOW_PRELOAD]
 
 
 def service_argv(config: StackConfig, service: str) -> list[str]:
@@ -399,8 +406,8 @@ def service_argv(config: StackConfig, service: str) -> list[str]:
         return [str(bin_dir / "churnflow"), "step-server", "--socket", str(config.step_socket)]
     if service == "api-server":
         return [str(bin_dir / "airflow"), "api-server", "--workers", "1"]
-    if service == "scheduler":
-        return preloaded_airflow("scheduler")
+    if service in ("scheduler", "dag-processor"):
+        return preloaded_airflow(service)
     return [str(bin_dir / "airflow"), service]
 
 

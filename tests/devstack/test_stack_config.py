@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from devstack.services import (
+    REPO_ROOT,
     SPARK_JAVA_OPTIONS,
     StackConfig,
     preloaded_airflow,
@@ -39,6 +42,7 @@ def test_the_scheduler_runs_airflow_with_every_preloaded_module_importable(
     """A preloaded module renamed or gone would stop the local scheduler from starting."""
     config = StackConfig(home=tmp_path)
     assert service_argv(config, "scheduler") == preloaded_airflow("scheduler")
+    assert service_argv(config, "dag-processor") == preloaded_airflow("dag-processor")
     env = stack_env(config, f"sqlite:///{tmp_path / 'airflow.db'}")
     done = subprocess.run(
         preloaded_airflow("version"),
@@ -50,6 +54,34 @@ def test_the_scheduler_runs_airflow_with_every_preloaded_module_importable(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith("3.")
+
+
+def test_the_preload_leaves_the_children_asset_handlers_and_no_threads(tmp_path: Path) -> None:
+    """What the forked task and parse processes inherit: providers' asset URI handlers already
+    discovered (else each child discovers them again), and no thread (a fork loses them)."""
+    env = stack_env(StackConfig(home=tmp_path), f"sqlite:///{tmp_path / 'airflow.db'}")
+    probe = (
+        "import importlib, sys, threading\n"
+        "import airflow.__main__\n"
+        "from devstack.services import AIRFLOW_PRELOAD\n"
+        "for name in AIRFLOW_PRELOAD:\n"
+        "    importlib.import_module(name)\n"
+        "from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime\n"
+        "print(sorted(ProvidersManagerTaskRuntime()._asset_uri_handlers))\n"
+        "print([thread.name for thread in threading.enumerate()])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{env['PYTHONPATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    handlers, threads = done.stdout.strip().splitlines()[-2:]
+    assert "'s3'" in handlers and "'file'" in handlers
+    assert threads == "['MainThread']"
 
 
 def test_the_spark_server_jvm_options_default_and_override(
