@@ -60,8 +60,9 @@ def test_the_preload_leaves_the_children_asset_handlers_and_no_threads(tmp_path:
     """What the forked task and parse processes inherit: providers' asset URI handlers already
     discovered (else each child discovers them again), and no thread (a fork loses them)."""
     env = stack_env(StackConfig(home=tmp_path), f"sqlite:///{tmp_path / 'airflow.db'}")
+    # The private dict, not the `asset_uri_handlers` property: reading that would discover.
     probe = (
-        "import importlib, sys, threading\n"
+        "import importlib, threading\n"
         "import airflow.__main__\n"
         "from devstack.services import AIRFLOW_PRELOAD\n"
         "for name in AIRFLOW_PRELOAD:\n"
