@@ -138,6 +138,11 @@ def reference_range(reference: pd.DataFrame, name: str) -> tuple[float, float] |
     return None if values.isna().all() else (float(values.min()), float(values.max()))
 
 
+def reference_categories(reference: pd.DataFrame, name: str) -> list[str]:
+    """The categorical column's values the reference saw, as text, sorted."""
+    return sorted(set(reference[name].dropna().astype(str)))
+
+
 def data_quality(
     reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str]
 ) -> dict[str, Any]:
@@ -157,7 +162,7 @@ def data_quality(
                 "reference_range": list(bounds) if bounds else None,
             }
         else:
-            seen = set(reference[name].dropna().astype(str))
+            seen = set(reference_categories(reference, name))
             unseen = sorted(set(current[name].dropna().astype(str)) - seen)
             entry["new_categories"] = unseen[:20]
         columns[name] = entry
@@ -181,7 +186,7 @@ def quality_section(
         if bounds := reference_range(reference, name):
             section.append(OutRangeValueCount(column=name, left=bounds[0], right=bounds[1]))
     for name in categorical:
-        seen = sorted(set(reference[name].dropna().astype(str)))
+        seen = reference_categories(reference, name)
         section += [MissingValueCount(column=name), OutListValueCount(column=name, values=seen)]
     return section
 
